@@ -1,0 +1,230 @@
+"""`MaskedDiffusionGenerationConfig`: every knob of masked diffusion decoding, saved as `generation_config.json`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import GenerationConfig
+
+REMASKING_STRATEGIES = ("low_confidence", "random", "margin", "entropy")
+ALPHA_SCHEDULES = ("linear", "cosine")
+
+
+class MaskedDiffusionGenerationConfig(GenerationConfig):
+    r"""
+    Configuration of [`MaskedDiffusionGenerationMixin.generate`] and [`MaskedDiffusionGenerationMixin.infill`].
+
+    It is a [`transformers.GenerationConfig`]: it is saved as `generation_config.json` next to the weights, loaded by
+    `from_pretrained`, and any attribute can be overridden by a keyword argument of `generate`. Only the parameters that
+    mean something for masked diffusion decoding are kept; the autoregressive ones (beams, caches, ...) are left out.
+
+    Decoding starts from a canvas of `max_new_tokens` mask tokens after the prompt, split into blocks of `block_length`
+    tokens that are decoded left to right. Each block gets `ceil(steps / num_blocks)` denoising steps; each step runs the
+    model once and commits some of the block's masked positions (how many: the `schedule`; which: `remasking`).
+
+    Args:
+        max_new_tokens (`int`, *optional*, defaults to 128):
+            Number of tokens to generate after the prompt (the size of the masked canvas).
+        max_length (`int`, *optional*):
+            Total length (prompt + new tokens); used only when `max_new_tokens` is `None`.
+        steps (`int`, *optional*, defaults to 128):
+            Total number of denoising steps over all blocks. Each block gets `ceil(steps / num_blocks)`; steps that would
+            commit no token are skipped, so a block never takes more forward passes than it has masks.
+        block_length (`int`, *optional*, defaults to 32):
+            Length of the semi-autoregressive blocks. `block_length >= max_new_tokens` decodes the canvas as one block.
+        temperature (`float`, *optional*, defaults to 0.0):
+            `0` is greedy decoding (the argmax at every position). Above `0`, proposals are sampled with the Gumbel-max
+            trick in float64 from `softmax(logits / temperature)`.
+        top_k (`int`, *optional*):
+            Keep only the `top_k` most likely tokens when sampling (`None` or `0` = off).
+        top_p (`float`, *optional*):
+            Nucleus sampling: keep the smallest set of tokens whose probability reaches `top_p`, in `(0, 1]`.
+        remasking (`str`, *optional*, defaults to `"low_confidence"`):
+            Which masked positions are committed at each step, by a confidence score: `"low_confidence"` (probability
+            of the proposal; the reference), `"random"` (uniform noise), `"margin"` (top-1 minus top-2 probability) or
+            `"entropy"` (negative entropy of the predictive distribution).
+        schedule (`str`, *optional*, defaults to `"linear"`):
+            Noise schedule that sets how many tokens each step commits: `"linear"` (the reference) or `"cosine"`.
+        stochastic_transfer (`bool`, *optional*, defaults to `False`):
+            Draw the number of tokens committed per step from a binomial distribution instead of rounding its mean.
+        confidence_threshold (`float`, *optional*):
+            `None` follows the fixed schedule. A value in `(0, 1]` switches to confidence-threshold parallel decoding
+            (Fast-dLLM): every masked position of the block whose confidence exceeds it is committed, and at least one
+            per step.
+        repetition_penalty (`float`, *optional*, defaults to 1.0):
+            The reference implementation's penalty: logits of every token id already present in the row (prompt
+            included, mask and EOS excluded) are divided by it where positive and multiplied by it where negative, at
+            every position. `1.0` is off.
+        cfg_scale (`float`, *optional*, defaults to 0.0):
+            Classifier-free guidance: with `cfg_scale > 0` an unconditional pass with the prompt masked runs alongside,
+            and `logits = uncond + (cfg_scale + 1) * (cond - uncond)`.
+        stop_on_eos (`bool`, *optional*, defaults to `False`):
+            Stop decoding a row once a finished block holds an EOS token: the remaining masks become `pad_token_id` (or
+            EOS when there is no pad token) and the row takes no more forward passes.
+        output_history (`bool`, *optional*, defaults to `False`):
+            Return the canvas after every step (implies `return_dict_in_generate=True`).
+        return_dict_in_generate (`bool`, *optional*, defaults to `False`):
+            Return a [`MaskedDiffusionGenerationOutput`] instead of a tensor of token ids.
+        mask_token_id (`int`, *optional*):
+            Id of the mask token. Filled from the tokenizer when the model is loaded with `from_pretrained`.
+        pad_token_id (`int`, *optional*), bos_token_id (`int`, *optional*), eos_token_id (`int`, *optional*):
+            Special token ids. `eos_token_id` is excluded from the repetition penalty and ends a row with `stop_on_eos`.
+
+    Example:
+
+    ```python
+    >>> from transformers_mdlm import MaskedDiffusionGenerationConfig
+
+    >>> config = MaskedDiffusionGenerationConfig(max_new_tokens=64, steps=64, block_length=32, mask_token_id=4)
+    >>> config.steps_per_block(64)
+    32
+    >>> MaskedDiffusionGenerationConfig(steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `steps` must be an integer >= 1, got 0.
+    ```
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Like transformers' own diffusion generation config, the parent's `__init__` is not called on purpose: most of
+        # its attributes (beams, caches, assistants) have no meaning here.
+        user_set = set(kwargs)
+        self.max_new_tokens: int | None = kwargs.pop("max_new_tokens", 128)
+        self.max_length: int | None = kwargs.pop("max_length", None)
+        self.steps: int = kwargs.pop("steps", 128)
+        self.block_length: int = kwargs.pop("block_length", 32)
+        self.temperature: float = kwargs.pop("temperature", 0.0)
+        self.top_k: int | None = kwargs.pop("top_k", None)
+        self.top_p: float | None = kwargs.pop("top_p", None)
+        self.remasking: str = kwargs.pop("remasking", "low_confidence")
+        self.schedule: str = kwargs.pop("schedule", "linear")
+        self.stochastic_transfer: bool = kwargs.pop("stochastic_transfer", False)
+        self.confidence_threshold: float | None = kwargs.pop("confidence_threshold", None)
+        self.repetition_penalty: float = kwargs.pop("repetition_penalty", 1.0)
+        self.cfg_scale: float = kwargs.pop("cfg_scale", 0.0)
+        self.stop_on_eos: bool = kwargs.pop("stop_on_eos", False)
+        self.output_history: bool = kwargs.pop("output_history", False)
+        self.return_dict_in_generate: bool = kwargs.pop("return_dict_in_generate", False)
+
+        self.mask_token_id: int | None = kwargs.pop("mask_token_id", None)
+        self.pad_token_id: int | None = kwargs.pop("pad_token_id", None)
+        self.bos_token_id: int | None = kwargs.pop("bos_token_id", None)
+        self.eos_token_id: int | None = kwargs.pop("eos_token_id", None)
+
+        kwargs.pop("_commit_hash", None)
+        self._from_model_config: bool | None = kwargs.pop("_from_model_config", None)
+        self.transformers_version: str | None = kwargs.pop("transformers_version", None)
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise TypeError(
+                f"Unknown masked diffusion generation parameter(s): {unknown}. "
+                f"Known parameters: {', '.join(self.parameter_names())}."
+            )
+        self.validate(user_set_attributes=user_set)
+
+    @classmethod
+    def parameter_names(cls) -> tuple[str, ...]:
+        """Names of the parameters that `generate(**kwargs)` may override."""
+        return tuple(name for name in vars(cls()) if not name.startswith("_") and name != "transformers_version")
+
+    def steps_per_block(self, max_new_tokens: int) -> int:
+        """Denoising steps given to each block of a canvas of `max_new_tokens` tokens: `ceil(steps / num_blocks)`."""
+        num_blocks = -(-max_new_tokens // self.block_length)
+        return -(-self.steps // num_blocks)
+
+    def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None) -> None:
+        """Raise a `ValueError` (or `TypeError`) naming the first parameter whose value is out of its allowed range."""
+        _check_int("max_new_tokens", self.max_new_tokens, minimum=0, optional=True)
+        _check_int("max_length", self.max_length, minimum=1, optional=True)
+        _check_int("steps", self.steps, minimum=1)
+        _check_int("block_length", self.block_length, minimum=1)
+        _check_number("temperature", self.temperature, "a number >= 0", lambda v: v >= 0)
+        _check_int("top_k", self.top_k, minimum=0, optional=True)
+        _check_number("top_p", self.top_p, "a number in (0, 1]", lambda v: 0 < v <= 1, optional=True)
+        _check_choice("remasking", self.remasking, REMASKING_STRATEGIES)
+        _check_choice("schedule", self.schedule, ALPHA_SCHEDULES)
+        _check_bool("stochastic_transfer", self.stochastic_transfer)
+        _check_number(
+            "confidence_threshold", self.confidence_threshold, "a number in (0, 1] or None", lambda v: 0 < v <= 1,
+            optional=True,
+        )
+        _check_number("repetition_penalty", self.repetition_penalty, "a number > 0", lambda v: v > 0)
+        _check_number("cfg_scale", self.cfg_scale, "a number >= 0", lambda v: v >= 0)
+        for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
+            _check_bool(flag, getattr(self, flag))
+        for name in ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
+            _check_int(name, getattr(self, name), minimum=0, optional=True)
+
+    @staticmethod
+    def _get_default_generation_params() -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_model_config(cls, model_config: Any) -> MaskedDiffusionGenerationConfig:
+        """Build a config that takes the special token ids (pad, bos, eos, mask) of a model's configuration."""
+        config_dict = model_config if isinstance(model_config, dict) else model_config.to_dict()
+        token_ids = {
+            name: config_dict[name]
+            for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id")
+            if isinstance(config_dict.get(name), int)
+        }
+        config = cls(**token_ids)
+        config._from_model_config = True
+        return config
+
+    def get_generation_mode(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Masked diffusion decoding has no autoregressive generation mode.")
+
+    def update(self, defaults_only: bool = False, allow_custom_entries: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Set the given attributes (only the unset ones with `defaults_only=True`) and return the unknown ones."""
+        unused = {}
+        for key, value in kwargs.items():
+            if hasattr(self, key) and not key.startswith("_"):
+                if not defaults_only or getattr(self, key) is None:
+                    setattr(self, key, value)
+            else:
+                unused[key] = value
+        self.validate()
+        return unused
+
+    def with_overrides(self, **kwargs: Any) -> MaskedDiffusionGenerationConfig:
+        """A validated copy of this config with `kwargs` applied; an unknown name raises a `TypeError`."""
+        config = copy.deepcopy(self)
+        unknown = config.update(**kwargs)
+        if unknown:
+            raise TypeError(
+                f"Unknown masked diffusion generation parameter(s): {', '.join(sorted(unknown))}. "
+                f"Known parameters: {', '.join(self.parameter_names())}."
+            )
+        if config.output_history:
+            config.return_dict_in_generate = True
+        return config
+
+
+def _check_int(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an integer >= {minimum}{' or None' if optional else ''}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+
+
+def _check_number(name: str, value: Any, allowed: str, ok: Any, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be {allowed}, got {value!r}.")
+    if not ok(value):
+        raise ValueError(f"`{name}` must be {allowed}, got {value}.")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {', '.join(repr(v) for v in allowed)}; got {value!r}.")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")

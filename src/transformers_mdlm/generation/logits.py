@@ -1,0 +1,104 @@
+"""Logit shaping for masked diffusion decoding: repetition penalty, filtering, Gumbel-max proposals, confidence."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+
+def token_presence(
+    tokens: torch.LongTensor, valid: torch.BoolTensor, vocab_size: int, exclude: tuple[int | None, ...] = ()
+) -> torch.BoolTensor:
+    """Which token ids occur in each row: a `(batch, vocab_size)` boolean map built from the `valid` positions.
+
+    Token ids in `exclude` (the mask and EOS ids for the reference penalty) never count as present.
+    """
+    keep = valid.clone()
+    for token_id in exclude:
+        if token_id is not None:
+            keep &= tokens != token_id
+    # Positions that do not count are sent to an extra column that is dropped afterwards.
+    ids = torch.where(keep, tokens, torch.full_like(tokens, vocab_size)).clamp_(max=vocab_size)
+    presence = torch.zeros(tokens.shape[0], vocab_size + 1, dtype=torch.bool, device=tokens.device)
+    presence.scatter_(1, ids, True)
+    return presence[:, :vocab_size]
+
+
+def apply_repetition_penalty(logits: torch.Tensor, presence: torch.BoolTensor, penalty: float) -> torch.Tensor:
+    """Diffutron's repetition penalty, applied at every position of each row.
+
+    For the token ids present in a row, logits are divided by `penalty` where positive and multiplied by it where
+    negative (as in CTRL and transformers' `RepetitionPenaltyLogitsProcessor`, but over the whole bidirectional canvas).
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, positions, vocab)`): logits to penalise.
+        presence (`torch.BoolTensor` of shape `(batch, vocab)`): see [`token_presence`].
+        penalty (`float`): `1.0` leaves the logits unchanged.
+    """
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(presence[:, None, :], penalised, logits)
+
+
+def filter_logits(
+    logits: torch.Tensor, *, temperature: float, top_k: int | None, top_p: float | None
+) -> torch.Tensor:
+    """Set to `-inf` the logits that top-k / top-p sampling excludes (judged at `temperature`, as transformers does).
+
+    The returned logits keep their scale: the temperature only decides the nucleus, sampling applies it later.
+    """
+    warpers = LogitsProcessorList()
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p is not None and top_p < 1.0:
+        if temperature not in (0.0, 1.0):
+            warpers.insert(0, TemperatureLogitsWarper(temperature))
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    if not warpers:
+        return logits
+    flat = logits.reshape(-1, logits.shape[-1])
+    kept = warpers(None, flat.clone()).isfinite()
+    return flat.masked_fill(~kept, float("-inf")).view_as(logits)
+
+
+def propose_tokens(
+    logits: torch.Tensor, *, temperature: float, generator: torch.Generator | None = None
+) -> torch.LongTensor:
+    """The proposal `x0` at every position: the argmax at temperature 0, else a Gumbel-max sample.
+
+    Sampling uses the reference's float64 form `argmax(exp(logits) / (-log U) ** temperature)`, which draws from
+    `softmax(logits / temperature)`; low-precision Gumbel noise is known to hurt masked diffusion samples.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits64 = logits.to(torch.float64)
+    uniform = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    return (logits64.exp() / (-torch.log(uniform)) ** temperature).argmax(dim=-1)
+
+
+def confidence_scores(
+    logits: torch.Tensor,
+    proposals: torch.LongTensor,
+    strategy: str,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Score each position's proposal; the highest scores are committed first.
+
+    - `low_confidence`: probability of the proposal (the reference);
+    - `random`: uniform noise;
+    - `margin`: top-1 minus top-2 probability;
+    - `entropy`: negative entropy of the predictive distribution.
+    """
+    if strategy == "random":
+        return torch.rand(proposals.shape, device=proposals.device, generator=generator)
+    probs = torch.softmax(logits, dim=-1)
+    if strategy == "low_confidence":
+        return probs.gather(-1, proposals.unsqueeze(-1)).squeeze(-1)
+    if strategy == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    if strategy == "entropy":
+        return (probs * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))).sum(dim=-1)
+    raise ValueError(f"`remasking` must be one of 'low_confidence', 'random', 'margin', 'entropy'; got {strategy!r}.")

@@ -1,0 +1,290 @@
+"""`MaskedDiffusionScheduler`: the unmasking policy of masked diffusion decoding, as a diffusers scheduler."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+
+from .configuration import ALPHA_SCHEDULES, REMASKING_STRATEGIES, MaskedDiffusionGenerationConfig
+from .logits import confidence_scores, filter_logits, propose_tokens
+
+
+@dataclass
+class MaskedDiffusionSchedulerOutput(BaseOutput):
+    """
+    Output of [`MaskedDiffusionScheduler.step`].
+
+    Args:
+        prev_sample (`torch.LongTensor` of shape `(batch_size, length)`):
+            The tokens after this step: `sample` with the committed positions filled in.
+        transfer_index (`torch.BoolTensor` of shape `(batch_size, length)`):
+            Positions committed at this step.
+        sampled_tokens (`torch.LongTensor` of shape `(batch_size, length)`):
+            The proposal `x0` at every position (committed or not).
+        confidence (`torch.Tensor` of shape `(batch_size, length)`):
+            Confidence of each masked position's proposal; `-inf` where `sample` is not masked.
+        pred_logits (`torch.Tensor` of shape `(batch_size, length, vocab_size)`):
+            The logits the proposals were drawn from (after top-k / top-p filtering).
+    """
+
+    prev_sample: torch.LongTensor
+    transfer_index: torch.BoolTensor
+    sampled_tokens: torch.LongTensor
+    confidence: torch.Tensor
+    pred_logits: torch.Tensor
+
+
+class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
+    r"""
+    Unmasking policy of masked diffusion decoding: how many masked tokens each step commits and which ones.
+
+    Time runs from `t = 1` (everything masked) to `t = 0` (nothing masked). With `S` steps, step `j` goes from
+    `t = (S - j) / S` to `s = (S - j - 1) / S`; a masked token stays masked with probability
+    `(1 - alpha(s)) / (1 - alpha(t))`, so of the `n` tokens still masked the step commits
+    `round(n * (1 - (1 - alpha(s)) / (1 - alpha(t))))` (rounding half to even, computed in float32 as the reference),
+    or a binomial draw with that mean when `stochastic_transfer=True`. The last step commits everything left. Which
+    tokens: the masked positions whose proposal has the highest confidence (`remasking`), or with
+    `confidence_threshold`, every masked position whose confidence exceeds it, and at least one (Fast-dLLM).
+
+    Like diffusers' discrete schedulers, `timesteps` lie in `(0, 1]`, `step()` returns a dataclass holding the
+    logits it used, and the scheduler owns logit shaping (temperature, top-k, top-p) and the confidence rule.
+    The configuration round-trips through `scheduler_config.json` (`save_pretrained` / `from_pretrained`).
+
+    Args:
+        schedule (`str`, defaults to `"linear"`):
+            `"linear"` (`alpha(t) = 1 - t`, the reference) or `"cosine"` (`alpha(t) = 1 - cos(pi / 2 * (1 - t))`).
+        remasking (`str`, defaults to `"low_confidence"`):
+            Confidence rule: `"low_confidence"`, `"random"`, `"margin"` or `"entropy"`.
+        stochastic_transfer (`bool`, defaults to `False`):
+            Draw the number of tokens per step from a binomial distribution.
+        confidence_threshold (`float`, *optional*):
+            Commit every masked position whose confidence exceeds this value (at least one per step) instead of
+            following the fixed schedule.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers_mdlm import MaskedDiffusionScheduler
+
+    >>> scheduler = MaskedDiffusionScheduler()
+    >>> scheduler.get_num_transfer_tokens(torch.tensor([32, 5]), num_inference_steps=4)
+    tensor([[8, 8, 8, 8],
+            [1, 1, 2, 1]])
+    ```
+    """
+
+    config_name = "scheduler_config.json"
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        schedule: str = "linear",
+        remasking: str = "low_confidence",
+        stochastic_transfer: bool = False,
+        confidence_threshold: float | None = None,
+    ) -> None:
+        # The generation config owns the checks, so a scheduler config and a generation config accept the same values.
+        MaskedDiffusionGenerationConfig(
+            schedule=schedule,
+            remasking=remasking,
+            stochastic_transfer=stochastic_transfer,
+            confidence_threshold=confidence_threshold,
+        )
+        self.num_inference_steps: int | None = None
+        self.timesteps: torch.Tensor | None = None
+
+    @classmethod
+    def from_generation_config(cls, generation_config: MaskedDiffusionGenerationConfig) -> MaskedDiffusionScheduler:
+        """The scheduler that applies a generation config's `schedule`, `remasking`, transfer and threshold."""
+        return cls(
+            schedule=generation_config.schedule,
+            remasking=generation_config.remasking,
+            stochastic_transfer=generation_config.stochastic_transfer,
+            confidence_threshold=generation_config.confidence_threshold,
+        )
+
+    # ------------------------------------------------------------------ the noise schedule
+
+    def alpha(self, t: torch.Tensor | float) -> torch.Tensor:
+        """Probability that a token is still clean at time `t` (float32, as the reference computes it)."""
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if self.config.schedule == "linear":
+            return 1 - t
+        return 1 - torch.cos((math.pi / 2) * (1 - t))
+
+    def transfer_fraction(self, step_index: int, num_inference_steps: int) -> float:
+        """Expected fraction of the still-masked tokens that step `step_index` of `num_inference_steps` commits."""
+        t = (num_inference_steps - step_index) / num_inference_steps
+        s = (num_inference_steps - step_index - 1) / num_inference_steps
+        stay_masked = ((1 - self.alpha(s)) / (1 - self.alpha(t))).item()
+        return 1 - stay_masked
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Set the `num_inference_steps` times `t_j = (S - j) / S` of a block, in `(0, 1]`, in decreasing order."""
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+        self.num_inference_steps = num_inference_steps
+        steps = torch.arange(num_inference_steps, 0, -1, dtype=torch.float32, device=device)
+        self.timesteps = steps / num_inference_steps
+
+    def get_num_transfer_tokens(
+        self,
+        num_masked: torch.LongTensor,
+        num_inference_steps: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.LongTensor:
+        """How many tokens each step commits, for rows holding `num_masked` masked tokens.
+
+        Steps that would commit nothing are dropped (each row's counts are moved to the front and the tail padded with
+        zeros), so a block never takes more forward passes than it has masks.
+
+        Args:
+            num_masked (`torch.LongTensor` of shape `(batch_size,)`): masked tokens of each row's block.
+            num_inference_steps (`int`, *optional*): steps of the block; defaults to the one set by `set_timesteps`.
+            generator (`torch.Generator`, *optional*): for `stochastic_transfer`.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch_size, effective_steps)`; each row sums to its `num_masked`.
+        """
+        if num_inference_steps is None:
+            if self.num_inference_steps is None:
+                raise ValueError("Pass `num_inference_steps` or call `set_timesteps` first.")
+            num_inference_steps = self.num_inference_steps
+        left = num_masked.to(torch.int64).clone()
+        counts = torch.zeros(left.shape[0], num_inference_steps, dtype=torch.int64, device=left.device)
+        for j in range(num_inference_steps):
+            fraction = self.transfer_fraction(j, num_inference_steps)
+            if self.config.stochastic_transfer:
+                prob = torch.full(left.shape, fraction, dtype=torch.float64, device=left.device)
+                k = torch.binomial(left.to(torch.float64), prob, generator=generator).to(torch.int64)
+            else:
+                k = torch.round(left.to(torch.float64) * fraction).to(torch.int64)
+            k = torch.minimum(k, left)
+            counts[:, j] = k
+            left -= k
+            if not bool(left.any()):
+                break
+        # Drop the steps that commit nothing: a stable sort moves each row's non-zero counts to the front.
+        order = torch.sort((counts == 0).to(torch.int8), dim=1, stable=True).indices
+        counts = counts.gather(1, order)
+        return counts[:, : int((counts > 0).sum(dim=1).max().item()) if counts.numel() else 0]
+
+    # ------------------------------------------------------------------ one denoising step
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.LongTensor,
+        *,
+        mask_token_id: int,
+        num_transfer_tokens: torch.LongTensor | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> MaskedDiffusionSchedulerOutput | tuple[torch.Tensor, ...]:
+        """Commit the most confident proposals among the masked positions of `sample`.
+
+        Args:
+            model_output (`torch.Tensor` of shape `(batch_size, length, vocab_size)`):
+                Logits at the positions of `sample`.
+            timestep (`float` or `torch.Tensor`):
+                Time `t` in `(0, 1]` of this step (from `timesteps`). Used only when `num_transfer_tokens` is `None`,
+                to derive the count from the schedule and the number of masks still in `sample`.
+            sample (`torch.LongTensor` of shape `(batch_size, length)`):
+                Current tokens; positions equal to `mask_token_id` compete, the others are kept.
+            mask_token_id (`int`):
+                Id of the mask token.
+            num_transfer_tokens (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                How many positions each row commits (from [`get_num_transfer_tokens`]). Ignored with a
+                `confidence_threshold`.
+            temperature (`float`), top_k (`int`, *optional*), top_p (`float`, *optional*):
+                Sampling of the proposals; temperature 0 takes the argmax.
+            generator (`torch.Generator`, *optional*):
+                Random source for sampling and for `remasking="random"`.
+            return_dict (`bool`):
+                Return a [`MaskedDiffusionSchedulerOutput`] (default) or a tuple.
+        """
+        masked = sample == mask_token_id
+        logits = filter_logits(model_output, temperature=temperature, top_k=top_k, top_p=top_p)
+        proposals = propose_tokens(logits, temperature=temperature, generator=generator)
+        # Confidence is judged on the unfiltered logits, as the reference does.
+        confidence = confidence_scores(model_output, proposals, self.config.remasking, generator=generator)
+        confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
+
+        if self.config.confidence_threshold is not None:
+            transfer_index = masked & (confidence > self.config.confidence_threshold)
+            best = confidence.argmax(dim=-1, keepdim=True)
+            transfer_index.scatter_(1, best, masked.gather(1, best))
+        else:
+            if num_transfer_tokens is None:
+                num_transfer_tokens = self._count_from_timestep(timestep, masked)
+            k = torch.minimum(num_transfer_tokens.to(torch.int64), masked.sum(dim=1))
+            transfer_index = _top_k_mask(confidence, k)
+
+        prev_sample = torch.where(transfer_index, proposals, sample)
+        if not return_dict:
+            return prev_sample, transfer_index, proposals, confidence, logits
+        return MaskedDiffusionSchedulerOutput(
+            prev_sample=prev_sample,
+            transfer_index=transfer_index,
+            sampled_tokens=proposals,
+            confidence=confidence,
+            pred_logits=logits,
+        )
+
+    def _count_from_timestep(self, timestep: float | torch.Tensor, masked: torch.BoolTensor) -> torch.LongTensor:
+        if self.num_inference_steps is None:
+            raise ValueError("Call `set_timesteps` first, or pass `num_transfer_tokens` to `step`.")
+        steps = self.num_inference_steps
+        step_index = round((1 - float(timestep)) * steps)
+        if not 0 <= step_index < steps:
+            raise ValueError(f"`timestep` must be one of `scheduler.timesteps` (in (0, 1]), got {float(timestep)}.")
+        return torch.round(masked.sum(dim=1).to(torch.float64) * self.transfer_fraction(step_index, steps)).long()
+
+    def add_noise(
+        self,
+        original_samples: torch.LongTensor,
+        timesteps: torch.Tensor,
+        *,
+        mask_token_id: int,
+        maskable: torch.BoolTensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.LongTensor, torch.BoolTensor]:
+        """The forward process: mask each maskable token of row `i` with probability `1 - alpha(timesteps[i])`.
+
+        Returns the noised tokens and the boolean map of masked positions.
+        """
+        mask_prob = (1 - self.alpha(timesteps)).to(original_samples.device)
+        draws = torch.rand(original_samples.shape, device=original_samples.device, generator=generator)
+        masked = draws < mask_prob.reshape(-1, *([1] * (original_samples.dim() - 1)))
+        if maskable is not None:
+            masked &= maskable
+        return torch.where(masked, torch.full_like(original_samples, mask_token_id), original_samples), masked
+
+    def __len__(self) -> int:
+        return self.num_inference_steps or 0
+
+
+def _top_k_mask(scores: torch.Tensor, k: torch.LongTensor) -> torch.BoolTensor:
+    """Boolean map of each row's `k[row]` highest `scores` (rows may ask for different `k`)."""
+    selected = torch.zeros_like(scores, dtype=torch.bool)
+    k_max = int(k.max().item()) if k.numel() else 0
+    if k_max == 0:
+        return selected
+    top = scores.topk(k_max, dim=-1).indices
+    keep = torch.arange(k_max, device=scores.device)[None, :] < k[:, None]
+    return selected.scatter_(1, top, keep)
+
+
+__all__ = ["ALPHA_SCHEDULES", "REMASKING_STRATEGIES", "MaskedDiffusionScheduler", "MaskedDiffusionSchedulerOutput"]
