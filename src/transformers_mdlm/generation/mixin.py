@@ -334,9 +334,15 @@ class MaskedDiffusionGenerationMixin:
         real = columns < (prompt_lengths[:, None] + max_new_tokens)
         tokens = torch.where(real & ~in_prompt, torch.full_like(tokens, config.mask_token_id), tokens)
         new_index = prompt_lengths[:, None] + torch.arange(max_new_tokens, device=input_ids.device)
+        keep = attention_mask.bool()
+        prompt_has_masks = bool((tokens[in_prompt] == config.mask_token_id).any())
 
         def to_output(x: torch.LongTensor) -> torch.LongTensor:
-            return torch.cat([input_ids, x.gather(1, new_index)], dim=1)
+            prompt = input_ids
+            if prompt_has_masks:  # masks inside a prompt are decoded too
+                prompt = input_ids.clone()
+                prompt[keep] = x[in_prompt]
+            return torch.cat([prompt, x.gather(1, new_index)], dim=1)
 
         return Canvas(
             tokens=tokens,

@@ -1,0 +1,319 @@
+"""`generate` and `infill`: behaviour, outputs, hooks, early stopping, parallel decoding and cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import EOS, MASK, PAD, VOCAB, build_model, left_pad, modernbert_config, random_prompt
+
+from reference_sampler import reference_generate
+
+from transformers_mdlm import MaskedDiffusionGenerationOutput, MaskedDiffusionScheduler
+
+SHORT = dict(max_new_tokens=16, steps=8, block_length=8)
+
+
+def test_greedy_is_deterministic(tiny_modernbert):
+    ids = torch.tensor([[10, 20, 30, 40]])
+    first = tiny_modernbert.generate(ids, **SHORT)
+    assert torch.equal(first, tiny_modernbert.generate(ids, **SHORT))
+    assert first.shape == (1, 4 + 16)
+    assert not (first == MASK).any()
+    assert len(set(first[0, 4:].tolist())) > 3  # the tiny model is not degenerate
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [SHORT, dict(max_new_tokens=13, steps=5, block_length=4, cfg_scale=1.0, repetition_penalty=1.2),
+     dict(max_new_tokens=12, steps=12, block_length=12, remasking="margin"),
+     dict(max_new_tokens=12, steps=6, block_length=6, confidence_threshold=0.05)],
+)
+def test_rows_of_a_batch_equal_their_prompt_alone(tiny_modernbert, settings):
+    # No empty or one-token prompt here: an (almost) all-mask canvas gives every position (almost) the same hidden
+    # state, so its first step is a tie broken by float noise, which padding legitimately changes (the reference
+    # behaves the same way).
+    g = torch.Generator().manual_seed(1)
+    prompts = [random_prompt(g, n) for n in (3, 9, 5, 4)]
+    ids, mask = left_pad(prompts)
+    batch = tiny_modernbert.generate(ids, attention_mask=mask, **settings)
+    for row, prompt in enumerate(prompts):
+        alone = tiny_modernbert.generate(torch.tensor([prompt], dtype=torch.long), **settings)
+        assert batch[row, ids.shape[1] :].tolist() == alone[0, len(prompt) :].tolist()
+        assert batch[row, : ids.shape[1]].tolist() == ids[row].tolist()
+
+
+def test_right_padding_gives_the_same_new_tokens_as_left_padding(tiny_modernbert):
+    prompts = [[11, 12, 13, 14, 15], [21, 22]]
+    left_ids, left_mask = left_pad(prompts)
+    right_ids = torch.tensor([[11, 12, 13, 14, 15], [21, 22, PAD, PAD, PAD]])
+    right_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    left = tiny_modernbert.generate(left_ids, attention_mask=left_mask, **SHORT)
+    right = tiny_modernbert.generate(right_ids, attention_mask=right_mask, **SHORT)
+    assert torch.equal(left[:, 5:], right[:, 5:])
+
+
+def test_dict_output_counts_forward_passes_and_keeps_history(tiny_modernbert):
+    out = tiny_modernbert.generate(torch.tensor([[10, 11, 12]]), output_history=True, **SHORT)
+    assert isinstance(out, MaskedDiffusionGenerationOutput)
+    assert out.nfe == 8  # 2 blocks of 8 masks, 4 steps each
+    assert len(out.history) == out.nfe + 1
+    assert (out.history[0][0, 3:] == MASK).all()
+    masks_left = [int((h == MASK).sum()) for h in out.history]
+    assert masks_left == [16, 14, 12, 10, 8, 6, 4, 2, 0]
+    assert torch.equal(out.history[-1], out.sequences)
+    plain = tiny_modernbert.generate(torch.tensor([[10, 11, 12]]), return_dict_in_generate=True, **SHORT)
+    assert plain.history is None and torch.equal(plain.sequences, out.sequences)
+
+
+def test_a_block_never_takes_more_passes_than_it_has_masks(tiny_modernbert):
+    out = tiny_modernbert.generate(
+        torch.tensor([[10]]), max_new_tokens=6, steps=100, block_length=3, return_dict_in_generate=True
+    )
+    assert out.nfe == 6
+
+
+def test_callback_sees_the_canvas_every_step(tiny_modernbert):
+    seen = []
+
+    def callback(model, step, timestep, kwargs):
+        seen.append((step, timestep, kwargs["block_index"], kwargs["sequences"].clone(), kwargs["committed"].sum()))
+
+    out = tiny_modernbert.generate(
+        torch.tensor([[10, 11]]), callback_on_step_end=callback, return_dict_in_generate=True, **SHORT
+    )
+    assert [s[0] for s in seen] == list(range(out.nfe))
+    assert [s[2] for s in seen] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert all(0 < s[1] <= 1 for s in seen)
+    assert all(int(s[4]) == 2 for s in seen)
+    assert torch.equal(seen[-1][3], out.sequences)
+
+
+def test_streamer_gets_prompt_drafts_blocks_and_end(tiny_modernbert):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def put(self, value):
+            self.calls.append(("put", value.tolist()))
+
+        def put_draft(self, value):
+            self.calls.append(("draft", value.tolist()))
+
+        def end(self):
+            self.calls.append(("end", None))
+
+    streamer = Recorder()
+    out = tiny_modernbert.generate(torch.tensor([[10, 11]]), streamer=streamer, **SHORT)
+    kinds = [c[0] for c in streamer.calls]
+    assert kinds == ["put"] + ["draft"] * 4 + ["put"] + ["draft"] * 4 + ["put", "end"]
+    assert streamer.calls[0][1] == [[10, 11]]
+    assert streamer.calls[5][1][0] + streamer.calls[10][1][0] == out[0, 2:].tolist()
+
+
+def test_scheduler_argument_sets_the_policy(tiny_modernbert):
+    ids = torch.tensor([[10, 11, 12]])
+    by_kwargs = tiny_modernbert.generate(ids, schedule="cosine", **SHORT)
+    by_scheduler = tiny_modernbert.generate(ids, scheduler=MaskedDiffusionScheduler(schedule="cosine"), **SHORT)
+    assert torch.equal(by_kwargs, by_scheduler)
+
+
+def test_sampling_is_reproducible_with_a_generator_and_varies_without(tiny_modernbert):
+    ids = torch.tensor([[10, 11, 12]])
+    a = tiny_modernbert.generate(ids, temperature=1.0, generator=torch.Generator().manual_seed(0), **SHORT)
+    b = tiny_modernbert.generate(ids, temperature=1.0, generator=torch.Generator().manual_seed(0), **SHORT)
+    c = tiny_modernbert.generate(ids, temperature=1.0, generator=torch.Generator().manual_seed(1), **SHORT)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    greedy = tiny_modernbert.generate(ids, **SHORT)
+    top1 = tiny_modernbert.generate(ids, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(5), **SHORT)
+    assert torch.equal(top1, greedy)
+
+
+def test_guidance_changes_the_output_and_zero_guidance_does_not(tiny_modernbert):
+    ids = torch.tensor([[10, 11, 12, 13, 14, 15]])
+    plain = tiny_modernbert.generate(ids, **SHORT)
+    assert torch.equal(plain, tiny_modernbert.generate(ids, cfg_scale=0.0, **SHORT))
+    assert not torch.equal(plain, tiny_modernbert.generate(ids, cfg_scale=3.0, **SHORT))
+
+
+def test_repetition_penalty_reduces_repeats():
+    model = build_model(modernbert_config(), seed=3)
+    ids = torch.tensor([[10, 11, 12]])
+    settings = dict(max_new_tokens=32, steps=32, block_length=32)
+    plain = model.generate(ids, **settings)[0, 3:]
+    penalised = model.generate(ids, repetition_penalty=3.0, **settings)[0, 3:]
+    repeats = lambda t: len(t) - len(set(t.tolist()))  # noqa: E731
+    assert repeats(penalised) < repeats(plain)
+
+
+def test_stop_on_eos_ends_rows_after_the_block_with_eos(fresh_modernbert):
+    model = fresh_modernbert
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 100.0  # the model now always proposes EOS
+    ids = torch.tensor([[10, 11]])
+    settings = dict(max_new_tokens=24, steps=24, block_length=8, return_dict_in_generate=True)
+    full = model.generate(ids, **settings)
+    stopped = model.generate(ids, stop_on_eos=True, **settings)
+    assert full.nfe == 24 and stopped.nfe == 8
+    assert stopped.sequences[0, 2:10].tolist() == [EOS] * 8
+    assert stopped.sequences[0, 10:].tolist() == [PAD] * 16
+
+
+def test_stop_on_eos_in_a_batch_stops_only_finished_rows(fresh_modernbert):
+    model = fresh_modernbert
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 5.0
+    ids, mask = left_pad([[10, 11], [EOS, EOS, EOS, EOS]])
+    # Prompt 2 primes repeated EOS; stop_on_eos must not change what any row generates before it stops.
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=16, steps=16, block_length=4, stop_on_eos=True)
+    ref = model.generate(ids, attention_mask=mask, max_new_tokens=16, steps=16, block_length=4)
+    for row in range(2):
+        new, full = out[row, 4:].tolist(), ref[row, 4:].tolist()
+        if EOS in new:
+            cut = (new.index(EOS) // 4 + 1) * 4
+            assert new[:cut] == full[:cut] and set(new[cut:]) <= {PAD}
+        else:
+            assert new == full
+
+
+def test_confidence_threshold_decodes_in_fewer_passes(tiny_modernbert):
+    ids = torch.tensor([[10, 11, 12]])
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, return_dict_in_generate=True)
+    fixed = tiny_modernbert.generate(ids, **settings)
+    eager = tiny_modernbert.generate(ids, confidence_threshold=1e-9, **settings)
+    strict = tiny_modernbert.generate(ids, confidence_threshold=1.0, **settings)
+    assert fixed.nfe == 16
+    assert eager.nfe == 2  # everything above the threshold: one pass per block
+    assert strict.nfe == 16  # nothing above it: one token per pass
+    assert torch.equal(strict.sequences, fixed.sequences)  # one-per-step by confidence = the fixed schedule here
+    mid = tiny_modernbert.generate(ids, confidence_threshold=0.05, **settings)
+    assert 2 <= mid.nfe <= 16 and not (mid.sequences == MASK).any()
+
+
+def test_output_head_runs_only_at_competing_positions(fresh_modernbert):
+    model = fresh_modernbert
+    rows_seen = []
+    model.decoder.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[:-1].numel()))
+    model.generate(torch.tensor([list(range(10, 40))]), max_new_tokens=32, steps=16, block_length=8)
+    assert len(rows_seen) == 16
+    assert max(rows_seen) <= 8  # never the 62-position sequence, at most the 8 masks of the block
+    assert rows_seen[:4] == [8, 6, 4, 2]
+
+
+@pytest.mark.parametrize("remasking", ["low_confidence", "random", "margin", "entropy"])
+def test_every_remasking_strategy_fills_the_canvas(tiny_modernbert, remasking):
+    out = tiny_modernbert.generate(
+        torch.tensor([[10, 11]]), remasking=remasking, generator=torch.Generator().manual_seed(0), **SHORT
+    )
+    assert not (out == MASK).any()
+
+
+def test_infill_fills_masks_and_keeps_the_rest(tiny_modernbert):
+    ids = torch.tensor([[10, MASK, 12, MASK, MASK, 15, 16, MASK]])
+    out = tiny_modernbert.infill(ids, steps=4, block_length=4, return_dict_in_generate=True)
+    given = ids != MASK
+    assert torch.equal(out.sequences[given], ids[given])
+    assert not (out.sequences == MASK).any()
+    assert out.nfe == 4  # blocks [0, 4) and [4, 8): 3 + 1 masks, two steps each at most
+
+
+def test_mask_tokens_inside_a_prompt_compete_as_in_the_reference(tiny_modernbert):
+    """The reference lets prompt masks compete in every block with the block's own budget; so does `generate`."""
+    prompt = [10, MASK, 12, 13, MASK, 15]
+    settings = dict(max_new_tokens=12, steps=6, block_length=4)
+    expected = reference_generate(tiny_modernbert, [prompt], mask_id=MASK, eos_id=EOS, **settings)
+    out = tiny_modernbert.generate(torch.tensor([prompt]), **settings)
+    assert out[0].tolist() == expected[0].tolist()
+    assert (out == MASK).sum() < 2 + 12
+
+
+def test_model_generation_config_supplies_defaults(fresh_modernbert):
+    model = fresh_modernbert
+    model.generation_config.max_new_tokens = 5
+    model.generation_config.steps = 5
+    assert model.generate(torch.tensor([[10]])).shape == (1, 6)
+    assert model.generate(torch.tensor([[10]]), max_new_tokens=3).shape == (1, 4)
+    assert model.generation_config.max_new_tokens == 5
+
+
+def test_tokenizer_supplies_a_missing_mask_id(fresh_modernbert, tiny_tokenizer):
+    model = fresh_modernbert
+    model.generation_config.mask_token_id = None
+    with pytest.raises(ValueError, match="mask token"):
+        model.generate(torch.tensor([[10]]), max_new_tokens=2, steps=2)
+    out = model.generate(torch.tensor([[10]]), max_new_tokens=2, steps=2, tokenizer=tiny_tokenizer)
+    assert out.shape == (1, 3) and not (out == MASK).any()
+
+
+# --------------------------------------------------------------------------- bad input, before any forward pass
+
+
+@pytest.fixture
+def counted_model(fresh_modernbert):
+    calls = []
+    fresh_modernbert.model.register_forward_hook(lambda *args: calls.append(1))
+    fresh_modernbert.forward_calls = calls
+    return fresh_modernbert
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"steps": 0}, "`steps`.*>= 1"),
+        ({"block_length": 0}, "`block_length`.*>= 1"),
+        ({"max_new_tokens": -1}, "`max_new_tokens`.*>= 0"),
+        ({"max_new_tokens": 0}, "Nothing to generate"),
+        ({"temperature": -1.0}, "`temperature`.*>= 0"),
+        ({"top_p": 0.0}, r"`top_p`.*\(0, 1\]"),
+        ({"top_p": 1.2}, r"`top_p`.*\(0, 1\]"),
+        ({"remasking": "confident"}, "`remasking`.*'low_confidence', 'random', 'margin', 'entropy'"),
+        ({"cfg_scale": -0.5}, "`cfg_scale`.*>= 0"),
+        ({"confidence_threshold": 0.0}, r"`confidence_threshold`.*\(0, 1\]"),
+        ({"confidence_threshold": 2.0}, r"`confidence_threshold`.*\(0, 1\]"),
+        ({"max_new_tokens": 200}, "128 positions"),
+        ({"mask_token_id": VOCAB}, "vocab_size"),
+        ({"num_beams": 2}, "num_beams"),
+    ],
+)
+def test_bad_generation_arguments_fail_before_any_forward_pass(counted_model, kwargs, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        counted_model.generate(torch.tensor([[10, 11]]), **kwargs)
+    assert counted_model.forward_calls == []
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "pattern"),
+    [
+        (([[10, 11]],), {}, TypeError, "`input_ids` must be a LongTensor"),
+        ((torch.tensor([[1.0, 2.0]]),), {}, TypeError, "`input_ids` must be a LongTensor"),
+        ((torch.zeros(2, 3, 4, dtype=torch.long),), {}, ValueError, "shape"),
+        ((torch.tensor([[10, 11]]),), {"attention_mask": torch.tensor([[1, 1, 1]])}, ValueError, "attention_mask"),
+        ((torch.tensor([[10, 11]]),), {"attention_mask": torch.tensor([[2, 1]])}, ValueError, "attention_mask"),
+        ((torch.tensor([[10, 500]]),), {}, ValueError, "token ids"),
+        ((torch.tensor([[10, 11]]),), {"generation_config": "fast"}, TypeError, "generation_config"),
+        ((torch.tensor([[10, 11]]),), {"scheduler": "cosine"}, TypeError, "scheduler"),
+    ],
+)
+def test_bad_prompts_fail_before_any_forward_pass(counted_model, args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        counted_model.generate(*args, max_new_tokens=4, steps=4, **kwargs)
+    assert counted_model.forward_calls == []
+
+
+def test_model_without_mask_token_fails_clearly(counted_model):
+    counted_model.generation_config.mask_token_id = None
+    with pytest.raises(ValueError, match="mask token"):
+        counted_model.generate(torch.tensor([[10]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="mask token"):
+        counted_model.infill(torch.tensor([[10, MASK]]))
+    assert counted_model.forward_calls == []
+
+
+def test_infill_without_masks_and_too_long_inputs_fail_clearly(counted_model):
+    with pytest.raises(ValueError, match="Nothing to fill"):
+        counted_model.infill(torch.tensor([[10, 11, 12]]))
+    with pytest.raises(ValueError, match="128 positions"):
+        counted_model.infill(torch.full((1, 130), MASK))
+    assert counted_model.forward_calls == []
