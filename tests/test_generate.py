@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from conftest import EOS, MASK, PAD, VOCAB, build_model, left_pad, modernbert_config, random_prompt
-
 from reference_sampler import reference_generate
-
 from transformers_mdlm import MaskedDiffusionGenerationOutput, MaskedDiffusionScheduler
 
 SHORT = dict(max_new_tokens=16, steps=8, block_length=8)
@@ -24,9 +23,12 @@ def test_greedy_is_deterministic(tiny_modernbert):
 
 @pytest.mark.parametrize(
     "settings",
-    [SHORT, dict(max_new_tokens=13, steps=5, block_length=4, cfg_scale=1.0, repetition_penalty=1.2),
-     dict(max_new_tokens=12, steps=12, block_length=12, remasking="margin"),
-     dict(max_new_tokens=12, steps=6, block_length=6, confidence_threshold=0.05)],
+    [
+        SHORT,
+        dict(max_new_tokens=13, steps=5, block_length=4, cfg_scale=1.0, repetition_penalty=1.2),
+        dict(max_new_tokens=12, steps=12, block_length=12, remasking="margin"),
+        dict(max_new_tokens=12, steps=6, block_length=6, confidence_threshold=0.05),
+    ],
 )
 def test_rows_of_a_batch_equal_their_prompt_alone(tiny_modernbert, settings):
     # No empty or one-token prompt here: an (almost) all-mask canvas gives every position (almost) the same hidden

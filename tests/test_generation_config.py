@@ -14,9 +14,20 @@ def test_is_a_transformers_generation_config_with_diffusion_fields():
     config = MaskedDiffusionGenerationConfig()
     assert isinstance(config, GenerationConfig)
     expected = {
-        "max_new_tokens": 128, "steps": 128, "block_length": 32, "temperature": 0.0, "top_k": None, "top_p": None,
-        "remasking": "low_confidence", "schedule": "linear", "confidence_threshold": None, "repetition_penalty": 1.0,
-        "cfg_scale": 0.0, "stochastic_transfer": False, "stop_on_eos": False, "output_history": False,
+        "max_new_tokens": 128,
+        "steps": 128,
+        "block_length": 32,
+        "temperature": 0.0,
+        "top_k": None,
+        "top_p": None,
+        "remasking": "low_confidence",
+        "schedule": "linear",
+        "confidence_threshold": None,
+        "repetition_penalty": 1.0,
+        "cfg_scale": 0.0,
+        "stochastic_transfer": False,
+        "stop_on_eos": False,
+        "output_history": False,
         "return_dict_in_generate": False,
     }
     assert {name: getattr(config, name) for name in expected} == expected
@@ -24,8 +35,18 @@ def test_is_a_transformers_generation_config_with_diffusion_fields():
 
 def test_round_trip_through_generation_config_json(tmp_path):
     config = MaskedDiffusionGenerationConfig(
-        max_new_tokens=64, steps=64, block_length=16, temperature=0.1, repetition_penalty=1.2, remasking="margin",
-        confidence_threshold=0.9, cfg_scale=0.5, stop_on_eos=True, mask_token_id=4, eos_token_id=1, pad_token_id=0,
+        max_new_tokens=64,
+        steps=64,
+        block_length=16,
+        temperature=0.1,
+        repetition_penalty=1.2,
+        remasking="margin",
+        confidence_threshold=0.9,
+        cfg_scale=0.5,
+        stop_on_eos=True,
+        mask_token_id=4,
+        eos_token_id=1,
+        pad_token_id=0,
     )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "generation_config.json").read_text())

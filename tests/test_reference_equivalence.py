@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from conftest import EOS, MASK, left_pad, random_prompt
 from reference_sampler import reference_generate, reference_infill
 
@@ -61,8 +62,13 @@ def test_random_remasking_draws_the_reference_positions_distribution(tiny_modern
     first = set()
     for seed in range(40):
         out = tiny_modernbert.generate(
-            torch.tensor([[10, 11]]), max_new_tokens=4, steps=4, block_length=4, remasking="random",
-            output_history=True, generator=torch.Generator().manual_seed(seed),
+            torch.tensor([[10, 11]]),
+            max_new_tokens=4,
+            steps=4,
+            block_length=4,
+            remasking="random",
+            output_history=True,
+            generator=torch.Generator().manual_seed(seed),
         )
         first.add(int((out.history[1][0, 2:] != MASK).nonzero()[0]))
     assert first == {0, 1, 2, 3}
@@ -70,8 +76,12 @@ def test_random_remasking_draws_the_reference_positions_distribution(tiny_modern
 
 @pytest.mark.parametrize(
     "settings",
-    [dict(steps=4, block_length=4), dict(steps=12, block_length=16), dict(steps=6, block_length=5, cfg_scale=1.0),
-     dict(steps=8, block_length=8, repetition_penalty=1.25)],
+    [
+        dict(steps=4, block_length=4),
+        dict(steps=12, block_length=16),
+        dict(steps=6, block_length=5, cfg_scale=1.0),
+        dict(steps=8, block_length=8, repetition_penalty=1.25),
+    ],
 )
 def test_infill_matches_reference(tiny_modernbert, settings):
     g = torch.Generator().manual_seed(3)

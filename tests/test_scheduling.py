@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_sampler import transfer_counts
 
+from reference_sampler import transfer_counts
 from transformers_mdlm import MaskedDiffusionScheduler
 
 
@@ -74,7 +74,7 @@ def test_timesteps_are_decreasing_in_unit_interval():
 
 def _logits_favouring(tokens: list[int], strengths: list[float], vocab: int = 10) -> torch.Tensor:
     logits = torch.zeros(1, len(tokens), vocab)
-    for pos, (tok, s) in enumerate(zip(tokens, strengths)):
+    for pos, (tok, s) in enumerate(zip(tokens, strengths, strict=True)):
         logits[0, pos, tok] = s
     return logits
 
@@ -126,8 +126,12 @@ def test_config_round_trip(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"schedule": "quadratic"}, "schedule"), ({"remasking": "best"}, "remasking"),
-     ({"confidence_threshold": 1.5}, "confidence_threshold"), ({"stochastic_transfer": "yes"}, "stochastic_transfer")],
+    [
+        ({"schedule": "quadratic"}, "schedule"),
+        ({"remasking": "best"}, "remasking"),
+        ({"confidence_threshold": 1.5}, "confidence_threshold"),
+        ({"stochastic_transfer": "yes"}, "stochastic_transfer"),
+    ],
 )
 def test_bad_scheduler_config(kwargs, name):
     with pytest.raises((ValueError, TypeError), match=name):

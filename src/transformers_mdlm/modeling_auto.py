@@ -54,6 +54,7 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
     ...     num_attention_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=2, cls_token_id=2, sep_token_id=1)
     >>> type(AutoModelForMaskedDiffusion.from_config(config)).__name__
     'ModernBertForMaskedDiffusion'
+
     ```
     """
 

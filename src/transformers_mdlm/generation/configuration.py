@@ -56,6 +56,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             The reference implementation's penalty: logits of every token id already present in the row (prompt
             included, mask and EOS excluded) are divided by it where positive and multiplied by it where negative, at
             every position. `1.0` is off.
+        suppress_tokens (`list[int]`, *optional*):
+            Token ids that are never proposed (their logits are set to `-inf`), e.g. the mask id itself, which the
+            reference leaves free: a random or poorly trained model may then "commit" a mask.
         cfg_scale (`float`, *optional*, defaults to 0.0):
             Classifier-free guidance: with `cfg_scale > 0` an unconditional pass with the prompt masked runs alongside,
             and `logits = uncond + (cfg_scale + 1) * (cond - uncond)`.
@@ -83,35 +86,61 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
     Traceback (most recent call last):
     ...
     ValueError: `steps` must be an integer >= 1, got 0.
+
     ```
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_new_tokens: int | None = 128,
+        max_length: int | None = None,
+        steps: int = 128,
+        block_length: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        remasking: str = "low_confidence",
+        schedule: str = "linear",
+        stochastic_transfer: bool = False,
+        confidence_threshold: float | None = None,
+        repetition_penalty: float = 1.0,
+        suppress_tokens: list[int] | None = None,
+        cfg_scale: float = 0.0,
+        stop_on_eos: bool = False,
+        output_history: bool = False,
+        return_dict_in_generate: bool = False,
+        mask_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         # Like transformers' own diffusion generation config, the parent's `__init__` is not called on purpose: most of
         # its attributes (beams, caches, assistants) have no meaning here.
-        user_set = set(kwargs)
-        self.max_new_tokens: int | None = kwargs.pop("max_new_tokens", 128)
-        self.max_length: int | None = kwargs.pop("max_length", None)
-        self.steps: int = kwargs.pop("steps", 128)
-        self.block_length: int = kwargs.pop("block_length", 32)
-        self.temperature: float = kwargs.pop("temperature", 0.0)
-        self.top_k: int | None = kwargs.pop("top_k", None)
-        self.top_p: float | None = kwargs.pop("top_p", None)
-        self.remasking: str = kwargs.pop("remasking", "low_confidence")
-        self.schedule: str = kwargs.pop("schedule", "linear")
-        self.stochastic_transfer: bool = kwargs.pop("stochastic_transfer", False)
-        self.confidence_threshold: float | None = kwargs.pop("confidence_threshold", None)
-        self.repetition_penalty: float = kwargs.pop("repetition_penalty", 1.0)
-        self.cfg_scale: float = kwargs.pop("cfg_scale", 0.0)
-        self.stop_on_eos: bool = kwargs.pop("stop_on_eos", False)
-        self.output_history: bool = kwargs.pop("output_history", False)
-        self.return_dict_in_generate: bool = kwargs.pop("return_dict_in_generate", False)
+        self.max_new_tokens = max_new_tokens
+        self.max_length = max_length
+        self.steps = steps
+        self.block_length = block_length
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self.remasking = remasking
+        self.schedule = schedule
+        self.stochastic_transfer = stochastic_transfer
+        self.confidence_threshold = confidence_threshold
+        self.repetition_penalty = repetition_penalty
+        self.suppress_tokens = suppress_tokens
+        self.cfg_scale = cfg_scale
+        self.stop_on_eos = stop_on_eos
+        self.output_history = output_history
+        self.return_dict_in_generate = return_dict_in_generate
+        self.mask_token_id = mask_token_id
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
 
-        self.mask_token_id: int | None = kwargs.pop("mask_token_id", None)
-        self.pad_token_id: int | None = kwargs.pop("pad_token_id", None)
-        self.bos_token_id: int | None = kwargs.pop("bos_token_id", None)
-        self.eos_token_id: int | None = kwargs.pop("eos_token_id", None)
-
+        # Metadata that transformers writes into generation_config.json.
         kwargs.pop("_commit_hash", None)
         self._from_model_config: bool | None = kwargs.pop("_from_model_config", None)
         self.transformers_version: str | None = kwargs.pop("transformers_version", None)
@@ -121,7 +150,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
                 f"Unknown masked diffusion generation parameter(s): {unknown}. "
                 f"Known parameters: {', '.join(self.parameter_names())}."
             )
-        self.validate(user_set_attributes=user_set)
+        self.validate()
 
     @classmethod
     def parameter_names(cls) -> tuple[str, ...]:
@@ -146,10 +175,20 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         _check_choice("schedule", self.schedule, ALPHA_SCHEDULES)
         _check_bool("stochastic_transfer", self.stochastic_transfer)
         _check_number(
-            "confidence_threshold", self.confidence_threshold, "a number in (0, 1] or None", lambda v: 0 < v <= 1,
+            "confidence_threshold",
+            self.confidence_threshold,
+            "a number in (0, 1] or None",
+            lambda v: 0 < v <= 1,
             optional=True,
         )
         _check_number("repetition_penalty", self.repetition_penalty, "a number > 0", lambda v: v > 0)
+        if self.suppress_tokens is not None and (
+            not isinstance(self.suppress_tokens, (list, tuple))
+            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.suppress_tokens)
+        ):
+            raise TypeError(
+                f"`suppress_tokens` must be a list of token ids (ints >= 0) or None, got {self.suppress_tokens!r}."
+            )
         _check_number("cfg_scale", self.cfg_scale, "a number >= 0", lambda v: v >= 0)
         for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
             _check_bool(flag, getattr(self, flag))

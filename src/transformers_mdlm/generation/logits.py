@@ -41,9 +41,7 @@ def apply_repetition_penalty(logits: torch.Tensor, presence: torch.BoolTensor, p
     return torch.where(presence[:, None, :], penalised, logits)
 
 
-def filter_logits(
-    logits: torch.Tensor, *, temperature: float, top_k: int | None, top_p: float | None
-) -> torch.Tensor:
+def filter_logits(logits: torch.Tensor, *, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """Set to `-inf` the logits that top-k / top-p sampling excludes (judged at `temperature`, as transformers does).
 
     The returned logits keep their scale: the temperature only decides the nucleus, sampling applies it later.

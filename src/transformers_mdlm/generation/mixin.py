@@ -114,6 +114,7 @@ class MaskedDiffusionGenerationMixin:
         >>> out = model.generate(torch.tensor([[10, 11, 12]]), max_new_tokens=8, steps=4, block_length=4)
         >>> out.shape
         torch.Size([1, 11])
+
         ```
         """
         config = self._prepare_masked_diffusion_config(generation_config, tokenizer, kwargs)
@@ -156,8 +157,18 @@ class MaskedDiffusionGenerationMixin:
                 Text with mask tokens to fill; padded rows need an `attention_mask`.
             attention_mask (`torch.Tensor`, *optional*):
                 `1` for tokens, `0` for padding (either side).
-            generation_config, scheduler, generator, callback_on_step_end, tokenizer, kwargs:
-                As in [`generate`].
+            generation_config ([`MaskedDiffusionGenerationConfig`], *optional*):
+                Base parameters, as in [`generate`].
+            scheduler ([`MaskedDiffusionScheduler`], *optional*):
+                Unmasking policy, as in [`generate`].
+            generator (`torch.Generator`, *optional*):
+                Random source, as in [`generate`].
+            callback_on_step_end (`Callable`, *optional*):
+                Per-step hook, as in [`generate`].
+            tokenizer (`PreTrainedTokenizerBase`, *optional*):
+                Supplies missing special token ids.
+            kwargs:
+                Any [`MaskedDiffusionGenerationConfig`] attribute.
 
         Returns:
             `torch.LongTensor` shaped like `input_ids` with the masks filled, or a
@@ -176,6 +187,7 @@ class MaskedDiffusionGenerationMixin:
         >>> filled = model.infill(torch.tensor([[10, 4, 4, 13]]), mask_token_id=4, steps=2)
         >>> bool((filled == 4).any())
         False
+
         ```
         """
         config = self._prepare_masked_diffusion_config(generation_config, tokenizer, kwargs)
@@ -269,7 +281,9 @@ class MaskedDiffusionGenerationMixin:
             )
         vocab_size = getattr(self.config, "vocab_size", None)
         if vocab_size is not None and config.mask_token_id >= vocab_size:
-            raise ValueError(f"`mask_token_id` ({config.mask_token_id}) must be < the model's vocab_size ({vocab_size}).")
+            raise ValueError(
+                f"`mask_token_id` ({config.mask_token_id}) must be < the model's vocab_size ({vocab_size})."
+            )
         return config
 
     def _check_prompt(
@@ -306,7 +320,9 @@ class MaskedDiffusionGenerationMixin:
             attention_mask = attention_mask.long()
         vocab_size = getattr(self.config, "vocab_size", None)
         real_ids = input_ids[attention_mask.bool()]
-        if real_ids.numel() and (int(real_ids.min()) < 0 or (vocab_size is not None and int(real_ids.max()) >= vocab_size)):
+        if real_ids.numel() and (
+            int(real_ids.min()) < 0 or (vocab_size is not None and int(real_ids.max()) >= vocab_size)
+        ):
             raise ValueError(f"`input_ids` must be token ids in [0, {vocab_size}).")
         return input_ids, attention_mask
 

@@ -137,6 +137,9 @@ def denoise(
                 presence = token_presence(x_active, canvas.real[active], vocab_size, exclude=(mask_id, eos_id))
                 logits = apply_repetition_penalty(logits, presence, config.repetition_penalty)
 
+            if config.suppress_tokens:
+                logits[..., list(config.suppress_tokens)] = float("-inf")
+
             sample = torch.where(valid, x_active.gather(1, slots), torch.full_like(slots, -1))
             timestep = float(scheduler.timesteps[min(step, len(scheduler.timesteps) - 1)])
             out = scheduler.step(

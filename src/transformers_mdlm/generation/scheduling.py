@@ -76,6 +76,7 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
     >>> scheduler.get_num_transfer_tokens(torch.tensor([32, 5]), num_inference_steps=4)
     tensor([[8, 8, 8, 8],
             [1, 1, 2, 1]])
+
     ```
     """
 
@@ -128,7 +129,11 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Set the `num_inference_steps` times `t_j = (S - j) / S` of a block, in `(0, 1]`, in decreasing order."""
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
             raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
         self.num_inference_steps = num_inference_steps
         steps = torch.arange(num_inference_steps, 0, -1, dtype=torch.float32, device=device)

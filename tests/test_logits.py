@@ -1,0 +1,72 @@
+"""Logit shaping: the reference penalty, top-k / top-p, Gumbel-max sampling and confidence rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transformers_mdlm.generation.logits import (
+    apply_repetition_penalty,
+    confidence_scores,
+    filter_logits,
+    propose_tokens,
+    token_presence,
+)
+
+
+def test_presence_excludes_mask_eos_and_positions_outside_the_row():
+    tokens = torch.tensor([[5, 4, 1, 7, 9], [2, 2, 3, 0, 0]])
+    valid = torch.tensor([[True, True, True, True, False], [True, True, True, False, False]])
+    presence = token_presence(tokens, valid, vocab_size=10, exclude=(4, 1))
+    assert presence[0].nonzero().flatten().tolist() == [5, 7]
+    assert presence[1].nonzero().flatten().tolist() == [2, 3]
+
+
+def test_penalty_by_hand():
+    logits = torch.tensor([[[2.0, -2.0, 3.0, -1.0], [0.5, 1.0, -0.5, 0.0]]])
+    presence = torch.tensor([[True, True, False, False]])
+    out = apply_repetition_penalty(logits, presence, 2.0)
+    assert out.tolist() == [[[1.0, -4.0, 3.0, -1.0], [0.25, 0.5, -0.5, 0.0]]]
+    assert apply_repetition_penalty(logits, presence, 1.0) is logits
+
+
+def test_top_k_and_top_p_filtering():
+    logits = torch.log(torch.tensor([[[0.5, 0.3, 0.15, 0.05]]]))
+    assert filter_logits(logits, temperature=1.0, top_k=2, top_p=None).isfinite().tolist() == [
+        [[True, True, False, False]]
+    ]
+    assert filter_logits(logits, temperature=1.0, top_k=None, top_p=0.7).isfinite().tolist() == [
+        [[True, True, False, False]]
+    ]
+    # A low temperature sharpens the distribution: the nucleus shrinks to the top token.
+    assert filter_logits(logits, temperature=0.1, top_k=None, top_p=0.7).isfinite().tolist() == [
+        [[True, False, False, False]]
+    ]
+    kept = filter_logits(logits, temperature=1.0, top_k=None, top_p=None)
+    assert torch.equal(kept, logits)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_gumbel_max_samples_softmax_at_temperature(temperature):
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.1])
+    logits = probs.log().expand(1, 40000, 4)
+    draws = propose_tokens(logits, temperature=temperature, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws.flatten(), minlength=4).double() / draws.numel()
+    expected = torch.softmax(probs.log().double() / temperature, dim=0)
+    assert torch.allclose(freq, expected, atol=0.01)
+    assert torch.equal(propose_tokens(logits, temperature=0.0), torch.zeros(1, 40000, dtype=torch.long))
+
+
+def test_confidence_rules():
+    logits = torch.log(torch.tensor([[[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.9, 0.05, 0.05]]]))
+    x0 = logits.argmax(-1)
+    low = confidence_scores(logits, x0, "low_confidence")
+    torch.testing.assert_close(low, torch.tensor([[0.7, 0.4, 0.9]]))
+    margin = confidence_scores(logits, x0, "margin")
+    torch.testing.assert_close(margin, torch.tensor([[0.5, 0.05, 0.85]]))
+    entropy = confidence_scores(logits, x0, "entropy")
+    assert entropy[0].argsort().tolist() == [1, 0, 2]  # most uncertain first
+    rand = confidence_scores(logits, x0, "random", generator=torch.Generator().manual_seed(0))
+    assert rand.shape == (1, 3) and ((rand >= 0) & (rand < 1)).all()
+    with pytest.raises(ValueError, match="remasking"):
+        confidence_scores(logits, x0, "best")
