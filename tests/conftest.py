@@ -108,9 +108,26 @@ def fresh_modernbert():
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over 100 ids with Gemma-style special ids (pad 0, eos 1, bos 2, unk 3, mask 4)."""
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_modernbert):
+    """The tiny ModernBERT and tokenizer saved as a model folder (what a Hub repository holds)."""
+    path = tmp_path_factory.mktemp("tiny-mdlm")
+    tiny_modernbert.save_pretrained(path)
+    make_tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def make_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over 100 ids with Gemma-style special ids (pad 0, eos 1, bos 2, unk 3, mask 4).
+
+    Its words are Diffutron's chat markers (`[Question]` ... `[/Answer]`, ids 5-10) and `w0` ... `w88`.
+    """
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-    words = [f"w{i}" for i in range(VOCAB - len(specials))]
+    markers = ["[SYS]", "[/SYS]", "[Question]", "[/Question]", "[Answer]", "[/Answer]"]
+    words = markers + [f"w{i}" for i in range(VOCAB - len(specials) - len(markers))]
     vocab = {token: i for i, token in enumerate(specials + words)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

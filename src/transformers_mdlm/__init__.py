@@ -1,10 +1,11 @@
 """transformers-mdlm: masked diffusion language models for the Hugging Face ecosystem.
 
-Importing the package registers `AutoModelForMaskedDiffusion`'s architectures.
+Importing the package registers `AutoModelForMaskedDiffusion`'s architectures and the `masked-diffusion` pipeline.
 """
 
 from __future__ import annotations
 
+from .chat_templates import DIFFUTRON_CHAT_TEMPLATE
 from .generation import (
     MaskedDiffusionGenerationConfig,
     MaskedDiffusionGenerationMixin,
@@ -12,6 +13,7 @@ from .generation import (
     MaskedDiffusionScheduler,
     MaskedDiffusionSchedulerOutput,
 )
+from .hub import MODEL_ALIASES, resolve_model_name
 from .modeling_auto import MODEL_FOR_MASKED_DIFFUSION_MAPPING, AutoModelForMaskedDiffusion
 from .modeling_masked_diffusion import (
     BertForMaskedDiffusion,
@@ -20,10 +22,15 @@ from .modeling_masked_diffusion import (
     RobertaForMaskedDiffusion,
     XLMRobertaForMaskedDiffusion,
 )
+from .pipelines import MaskedDiffusionPipeline, register_pipeline
+
+register_pipeline()
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DIFFUTRON_CHAT_TEMPLATE",
+    "MODEL_ALIASES",
     "MODEL_FOR_MASKED_DIFFUSION_MAPPING",
     "AutoModelForMaskedDiffusion",
     "BertForMaskedDiffusion",
@@ -31,10 +38,13 @@ __all__ = [
     "MaskedDiffusionGenerationConfig",
     "MaskedDiffusionGenerationMixin",
     "MaskedDiffusionGenerationOutput",
+    "MaskedDiffusionPipeline",
     "MaskedDiffusionScheduler",
     "MaskedDiffusionSchedulerOutput",
     "ModernBertForMaskedDiffusion",
     "RobertaForMaskedDiffusion",
     "XLMRobertaForMaskedDiffusion",
     "__version__",
+    "register_pipeline",
+    "resolve_model_name",
 ]

@@ -11,6 +11,7 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAuto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.utils import find_adapter_config_file
 
+from .hub import resolve_model_name
 from .modeling_masked_diffusion import (
     BertForMaskedDiffusion,
     DistilBertForMaskedDiffusion,
@@ -62,7 +63,13 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *model_args: Any, **kwargs: Any):
-        """Load a model, or a peft adapter together with the base model named in its `adapter_config.json`."""
+        """Load a model, or a peft adapter together with the base model named in its `adapter_config.json`.
+
+        Aliases such as `"diffutron"` (see `transformers_mdlm.MODEL_ALIASES`) resolve to their Hub ids unless a local
+        folder has that name.
+        """
+        if isinstance(pretrained_model_name_or_path, str) and not os.path.isdir(pretrained_model_name_or_path):
+            pretrained_model_name_or_path = resolve_model_name(pretrained_model_name_or_path)
         hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
         is_trainable = kwargs.pop("is_trainable", False)
         adapter_name = kwargs.pop("adapter_name", "default")

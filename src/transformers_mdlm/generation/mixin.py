@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
+from ..hub import recommended_generation_settings
 from .configuration import MaskedDiffusionGenerationConfig
 from .outputs import MaskedDiffusionGenerationOutput
 from .sampling import Canvas, StepCallback, denoise
@@ -221,7 +222,8 @@ class MaskedDiffusionGenerationMixin:
         """Called by `from_pretrained`: load `generation_config.json`, then fill missing special ids from the tokenizer.
 
         A plain masked-LM checkpoint (Diffutron's are) has no mask id in its configs; the tokenizer saved beside the
-        weights has it, so it is read once here and saved in `generation_config.json` by `save_pretrained`.
+        weights has it, so it is read once here and saved in `generation_config.json` by `save_pretrained`. A known
+        checkpoint without `generation_config.json` (Diffutron's) gets its authors' recommended settings.
         """
         del trust_remote_code, from_auto_class, from_pipeline
         hub_kwargs = {
@@ -239,7 +241,12 @@ class MaskedDiffusionGenerationMixin:
             try:
                 loaded = self.generation_config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
             except OSError:
-                logger.info("No generation_config.json found; using the defaults and the model's special ids.")
+                recommended = recommended_generation_settings(str(pretrained_model_name_or_path))
+                self.generation_config.update(**recommended)
+                logger.info(
+                    "No generation_config.json found; using the defaults, the model's special ids"
+                    + (f" and the recommended settings {recommended}." if recommended else ".")
+                )
             else:
                 loaded.update(
                     defaults_only=True,

@@ -1,0 +1,163 @@
+"""The `mdlm` command: `mdlm generate` (one shot, from arguments or stdin) and `mdlm chat` (interactive, live view)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .generation.configuration import ALPHA_SCHEDULES, REMASKING_STRATEGIES
+
+_GENERATION_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("max_new_tokens", int, "tokens to generate"),
+    ("steps", int, "denoising steps over all blocks"),
+    ("block_length", int, "semi-autoregressive block length"),
+    ("temperature", float, "0 = greedy"),
+    ("top_k", int, "top-k sampling"),
+    ("top_p", float, "nucleus sampling"),
+    ("repetition_penalty", float, "Diffutron's repetition penalty (1 = off)"),
+    ("cfg_scale", float, "classifier-free guidance (0 = off)"),
+    ("confidence_threshold", float, "parallel decoding threshold in (0, 1] (Fast-dLLM)"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mdlm", description="Masked diffusion language models from the command line."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="generate once, from arguments or standard input")
+    generate.add_argument("prompt", nargs="*", help="the prompt (read from standard input when absent)")
+    generate.add_argument("--chat", action="store_true", help="send the prompt as one user turn of a conversation")
+    generate.add_argument("--system", help="system message (with --chat)")
+    generate.add_argument("--live", action="store_true", help="show the canvas denoising live (on stderr)")
+    generate.add_argument("--json", action="store_true", help="print the pipeline's output as JSON")
+    generate.add_argument("--save-history", metavar="PATH", help="write the denoising as a .gif or .html file")
+
+    chat = commands.add_parser("chat", help="interactive multi-turn chat that shows each answer denoising live")
+    chat.add_argument("--system", help="system message")
+
+    for command in (generate, chat):
+        command.add_argument("--model", help="model folder, Hub id or alias (default: the embedded model)")
+        command.add_argument("--device", default=None, help="device, e.g. cpu or cuda:0")
+        command.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+        command.add_argument("--remasking", choices=REMASKING_STRATEGIES)
+        command.add_argument("--schedule", choices=ALPHA_SCHEDULES)
+        command.add_argument("--stop-on-eos", action="store_true", default=None, help="stop rows after an EOS block")
+        for name, kind, help_text in _GENERATION_OPTIONS:
+            command.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
+    return parser
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    names = [name for name, _, _ in _GENERATION_OPTIONS] + ["remasking", "schedule", "stop_on_eos"]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _load_pipeline(args: argparse.Namespace) -> Any:
+    import transformers
+
+    from .hub import default_model_path
+
+    if args.model is None and default_model_path() is None:
+        raise ValueError(
+            "no embedded default model is installed yet: pass --model (a folder, a Hub id or 'diffutron')."
+        )
+    return transformers.pipeline("masked-diffusion", model=args.model, device=args.device)
+
+
+def _generator(seed: int | None) -> Any:
+    if seed is None:
+        return None
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
+    if args.system and not args.chat:
+        raise SystemExit("mdlm generate: --system needs --chat")
+    pipe = _load_pipeline(args)
+    kwargs = _generation_kwargs(args)
+    inputs: Any = prompt
+    if args.chat:
+        inputs = ([{"role": "system", "content": args.system}] if args.system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+    call = dict(kwargs, generator=_generator(args.seed), return_history=bool(args.save_history))
+    if args.live:
+        from rich.console import Console
+
+        from .visualization import LiveDenoisingView
+
+        new_tokens = kwargs.get("max_new_tokens", pipe.model.generation_config.max_new_tokens)
+        with LiveDenoisingView(pipe.tokenizer, start=-new_tokens, console=Console(stderr=True)) as view:
+            record = pipe(inputs, callback_on_step_end=view.callback, **call)[0]
+    else:
+        record = pipe(inputs, **call)[0]
+    if args.save_history:
+        from .visualization import render_denoising
+
+        frames = render_denoising(record["history"], args.save_history, mask_token=pipe.tokenizer.mask_token)
+        print(f"wrote {args.save_history} ({frames} frames)", file=sys.stderr)
+    if args.json:
+        record.pop("history", None)
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    else:
+        text = record["generated_text"]
+        print(text[-1]["content"] if isinstance(text, list) else text)
+    return 0
+
+
+def run_chat(args: argparse.Namespace, input_fn: Any = input) -> int:
+    from rich.console import Console
+
+    from .visualization import LiveDenoisingView
+
+    console = Console()
+    pipe = _load_pipeline(args)
+    kwargs = _generation_kwargs(args)
+    new_tokens = kwargs.get("max_new_tokens", pipe.model.generation_config.max_new_tokens)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    messages: list[dict[str, str]] = list(system)
+    console.print("[dim]mdlm chat: /reset starts over, /exit (or Ctrl-D) quits.[/dim]")
+    while True:
+        try:
+            line = input_fn("> ")
+        except EOFError:
+            console.print()
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/reset":
+            messages = list(system)
+            continue
+        messages.append({"role": "user", "content": line})
+        with LiveDenoisingView(pipe.tokenizer, start=-new_tokens, console=console) as view:
+            record = pipe(
+                list(messages), callback_on_step_end=view.callback, generator=_generator(args.seed), **kwargs
+            )[0]
+        messages = record["generated_text"]
+        console.print(f"[bold green]{messages[-1]['content']}[/bold green]")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return run_generate(args)
+        return run_chat(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"mdlm {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""The `mdlm` command: one-shot generation and the interactive chat."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from transformers_mdlm.cli import build_parser, main, run_chat
+
+SHORT = ["--max-new-tokens", "6", "--steps", "3", "--block-length", "6"]
+
+
+def test_generate_from_arguments(tiny_model_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "w1", "w2"]) == 0
+    text = capsys.readouterr().out.strip()
+    assert text and all(word.startswith("w") or word.startswith("[") for word in text.split())
+
+
+def test_generate_from_stdin_as_json_with_history(tiny_model_dir, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("sys.stdin", io.StringIO("w1 w2 w3"))
+    gif = tmp_path / "run.gif"
+    assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "--json", "--save-history", str(gif)]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert isinstance(record["generated_text"], str)
+    with Image.open(gif) as image:
+        assert image.n_frames == 4  # the all-mask canvas + 3 steps
+    assert "4 frames" in captured.err
+
+
+def test_generate_chat_mode_and_seeded_sampling_is_reproducible(tiny_model_dir, capsys):
+    args = ["generate", "--model", str(tiny_model_dir), *SHORT, "--chat", "--temperature", "1.0", "--seed", "3", "w5"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_generate_reports_bad_arguments(tiny_model_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--steps", "0", "w1"]) == 2
+    assert "`steps`" in capsys.readouterr().err
+    assert main(["generate", "w1"]) == 2
+    assert "--model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--remasking", "best", "w1"])
+
+
+def test_chat_keeps_the_conversation(tiny_model_dir, monkeypatch):
+    import transformers_mdlm.cli as cli
+
+    real_load = cli._load_pipeline
+    conversations = []
+
+    class RecordingPipeline:
+        def __init__(self, pipe):
+            self.pipe, self.tokenizer, self.model = pipe, pipe.tokenizer, pipe.model
+
+        def __call__(self, messages, **kwargs):
+            conversations.append([dict(m) for m in messages])
+            return self.pipe(messages, **kwargs)
+
+    def recording_load(args):
+        return RecordingPipeline(real_load(args))
+
+    monkeypatch.setattr(cli, "_load_pipeline", recording_load)
+    lines = iter(["w1 w2", "w4", "/reset", "w3", "/exit"])
+    args = build_parser().parse_args(["chat", "--model", str(tiny_model_dir), "--system", "w9", *SHORT])
+    assert run_chat(args, input_fn=lambda prompt: next(lines)) == 0
+    system = {"role": "system", "content": "w9"}
+    assert conversations[0] == [system, {"role": "user", "content": "w1 w2"}]
+    assert conversations[1][:2] == conversations[0] and conversations[1][2]["role"] == "assistant"
+    assert conversations[1][3] == {"role": "user", "content": "w4"}
+    assert conversations[2] == [system, {"role": "user", "content": "w3"}]  # after /reset
+
+
+def test_chat_ends_on_end_of_input(tiny_model_dir):
+    args = build_parser().parse_args(["chat", "--model", str(tiny_model_dir), *SHORT])
+
+    def no_input(prompt):
+        raise EOFError
+
+    assert run_chat(args, input_fn=no_input) == 0
