@@ -39,9 +39,10 @@ def test_completion_equals_generate(pipe):
     new = pipe.model.generate(ids, **SHORT)[0, ids.shape[1] :].tolist()
     if EOS in new:
         new = new[: new.index(EOS)]
-    assert out == [{"generated_text": tokenizer.decode(new, skip_special_tokens=True)}]
+    assert out == [{"generated_text": " " + tokenizer.decode(new, skip_special_tokens=True)}]  # spaced as decoded
     full = pipe("w1 w2 w3", return_full_text=True, **SHORT)[0]["generated_text"]
     assert full == "w1 w2 w3" + out[0]["generated_text"]
+    assert full == tokenizer.decode(ids[0].tolist() + new)
 
 
 def test_empty_prompt_generates_unconditionally(pipe):
@@ -93,7 +94,7 @@ def test_answers_are_cut_at_eos_and_end_of_answer(pipe):
         end_marker=None,
         sequence=[20, 21, *tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30],
     )
-    assert pipe.postprocess({"meta": meta})[0]["generated_text"] == "w4 w5"
+    assert pipe.postprocess({"meta": meta})[0]["generated_text"] == " w4 w5"
 
 
 def test_history_and_its_pictures(pipe, tmp_path):
@@ -156,7 +157,9 @@ def test_a_peft_adapter_folder_works(tmp_path, tiny_model_dir):
     ids = pipe.tokenizer("w1 w2", add_special_tokens=False, return_tensors="pt").input_ids
     expected = peft_model.eval().generate(ids, **SHORT)[0, 2:].tolist()
     expected = expected[: expected.index(EOS)] if EOS in expected else expected
-    assert pipe("w1 w2", **SHORT)[0]["generated_text"] == pipe.tokenizer.decode(expected, skip_special_tokens=True)
+    assert pipe("w1 w2", **SHORT)[0]["generated_text"] == " " + pipe.tokenizer.decode(
+        expected, skip_special_tokens=True
+    )
 
 
 def test_aliases_resolve_to_diffutron_offline_from_the_cache(tmp_path, tiny_model_dir):

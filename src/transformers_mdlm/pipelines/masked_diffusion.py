@@ -226,8 +226,12 @@ class MaskedDiffusionPipeline(Pipeline):
         if meta["kind"] == "infill":
             record: dict[str, Any] = {"generated_text": tokenizer.decode(sequence, **decode_kwargs)}
         else:
+            prompt_tokens = sequence[: meta["prompt_length"]]
             new_tokens = _cut_at(sequence[meta["prompt_length"] :], tokenizer.eos_token_id)
-            answer = tokenizer.decode(new_tokens, **decode_kwargs)
+            # As transformers' text-generation does: decode prompt and answer together (so that the spacing between
+            # them is right), then drop the decoded prompt.
+            answer = tokenizer.decode(prompt_tokens + new_tokens, **decode_kwargs)
+            answer = answer[len(tokenizer.decode(prompt_tokens, **decode_kwargs)) :]
             if meta["end_marker"] and meta["end_marker"] in answer:
                 answer = answer[: answer.index(meta["end_marker"])]
             if meta["kind"] == "chat":
