@@ -23,6 +23,15 @@ from .modeling_masked_diffusion import (
     XLMRobertaForMaskedDiffusion,
 )
 from .pipelines import MaskedDiffusionPipeline, register_pipeline
+from .training import (
+    DataCollatorForMaskedDiffusion,
+    DataCollatorForMaskedDiffusionSFT,
+    MaskedDiffusionTrainer,
+    MaskedDiffusionTrainingArguments,
+    diffutron_lora_config,
+    format_instruction_dataset,
+    pack_dataset,
+)
 
 register_pipeline()
 
@@ -34,6 +43,8 @@ __all__ = [
     "MODEL_FOR_MASKED_DIFFUSION_MAPPING",
     "AutoModelForMaskedDiffusion",
     "BertForMaskedDiffusion",
+    "DataCollatorForMaskedDiffusion",
+    "DataCollatorForMaskedDiffusionSFT",
     "DistilBertForMaskedDiffusion",
     "MaskedDiffusionGenerationConfig",
     "MaskedDiffusionGenerationMixin",
@@ -41,10 +52,15 @@ __all__ = [
     "MaskedDiffusionPipeline",
     "MaskedDiffusionScheduler",
     "MaskedDiffusionSchedulerOutput",
+    "MaskedDiffusionTrainer",
+    "MaskedDiffusionTrainingArguments",
     "ModernBertForMaskedDiffusion",
     "RobertaForMaskedDiffusion",
     "XLMRobertaForMaskedDiffusion",
     "__version__",
+    "diffutron_lora_config",
+    "format_instruction_dataset",
+    "pack_dataset",
     "register_pipeline",
     "resolve_model_name",
 ]

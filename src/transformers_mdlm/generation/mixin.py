@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from transformers import AutoTokenizer
+from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import logging
 
 from ..hub import recommended_generation_settings
@@ -43,6 +44,30 @@ class MaskedDiffusionGenerationMixin:
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The masked-LM head applied to `hidden_states` of shape `(..., hidden_size)`."""
         raise NotImplementedError(f"{type(self).__name__} must implement `compute_logits`.")
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *args: Any,
+        logits_mask: torch.BoolTensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The masked-LM forward; with `logits_mask`, the head runs only at the selected positions.
+
+        Args:
+            logits_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Positions whose logits are computed. The returned `logits` then have shape
+                `(logits_mask.sum(), vocab_size)`, in row-major order of the selected positions. Training uses it to
+                score only the masked tokens: the output head of a large vocabulary costs more than the encoder.
+        """
+        if logits_mask is None:
+            return super().forward(input_ids, attention_mask, *args, **kwargs)
+        if args or any(value is not None for value in kwargs.values()):
+            unexpected = [name for name, value in kwargs.items() if value is not None]
+            raise TypeError(f"`logits_mask` only combines with `input_ids` and `attention_mask`, got {unexpected}.")
+        hidden_states = self.compute_hidden_states(input_ids, attention_mask)
+        return MaskedLMOutput(logits=self.compute_logits(hidden_states[logits_mask]))
 
     def max_sequence_length(self) -> int | None:
         """Longest sequence (prompt + canvas) the model's positions allow; `None` when unbounded."""

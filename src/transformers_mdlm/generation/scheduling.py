@@ -120,6 +120,16 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             return 1 - t
         return 1 - torch.cos((math.pi / 2) * (1 - t))
 
+    def loss_weight(self, t: torch.Tensor | float) -> torch.Tensor:
+        """The ELBO weight of the masked diffusion objective at time `t`: `-alpha'(t) / (1 - alpha(t))`.
+
+        `1 / t` for the linear schedule; `(pi / 2) * tan(pi / 2 * (1 - t))` for the cosine one.
+        """
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if self.config.schedule == "linear":
+            return 1 / t
+        return (math.pi / 2) * torch.tan((math.pi / 2) * (1 - t))
+
     def transfer_fraction(self, step_index: int, num_inference_steps: int) -> float:
         """Expected fraction of the still-masked tokens that step `step_index` of `num_inference_steps` commits."""
         t = (num_inference_steps - step_index) / num_inference_steps

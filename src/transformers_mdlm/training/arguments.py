@@ -1,0 +1,69 @@
+"""`MaskedDiffusionTrainingArguments`: transformers' `TrainingArguments` plus the masked diffusion objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from ..generation.configuration import ALPHA_SCHEDULES
+
+LOSS_WEIGHTINGS = ("elbo", "none")
+LOSS_NORMALIZATIONS = ("sequence", "token")
+
+
+@dataclass
+class MaskedDiffusionTrainingArguments(TrainingArguments):
+    r"""
+    [`transformers.TrainingArguments`] plus the settings of the masked diffusion (MDLM) objective.
+
+    Each sequence draws a time `t = time_epsilon + (1 - time_epsilon) * U`, masks each maskable token with probability
+    `1 - alpha(t)` (`t` itself for the linear schedule), and is scored by cross-entropy on its masked tokens, weighted
+    by the ELBO weight `-alpha'(t) / (1 - alpha(t))` (`1 / t` for linear).
+
+    Args:
+        time_epsilon (`float`, defaults to 1e-3):
+            Smallest diffusion time, keeping the `1 / t` weight finite.
+        noise_schedule (`str`, defaults to `"linear"`):
+            `"linear"` (`alpha(t) = 1 - t`, Diffutron's) or `"cosine"`.
+        loss_weighting (`str`, defaults to `"elbo"`):
+            `"elbo"`: the schedule's ELBO weight; `"none"`: plain cross-entropy on the masked tokens.
+        loss_normalization (`str`, defaults to `"sequence"`):
+            `"sequence"` (Diffutron's fork): each sequence's weighted sum divided by its number of maskable tokens,
+            then averaged over sequences. `"token"` (upstream dllm): the batch's weighted sum divided by the batch's
+            number of maskable tokens. Both count over the whole accumulated batch (gradient accumulation) and, with
+            `average_tokens_across_devices`, across processes.
+
+    Example:
+
+    ```python
+    >>> from transformers_mdlm import MaskedDiffusionTrainingArguments
+    >>> args = MaskedDiffusionTrainingArguments(output_dir="out", loss_normalization="token", report_to=[])
+    >>> args.noise_schedule, args.loss_weighting
+    ('linear', 'elbo')
+
+    ```
+    """
+
+    time_epsilon: float = field(default=1e-3, metadata={"help": "Smallest diffusion time t (keeps 1/t finite)."})
+    noise_schedule: str = field(default="linear", metadata={"help": "Noise schedule: linear or cosine."})
+    loss_weighting: str = field(default="elbo", metadata={"help": "elbo (1/t for linear) or none."})
+    loss_normalization: str = field(
+        default="sequence", metadata={"help": "sequence (per-sequence mean, Diffutron) or token (per-token, dllm)."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.time_epsilon, bool) or not isinstance(self.time_epsilon, (int, float)):
+            raise TypeError(f"`time_epsilon` must be a number in [0, 1), got {self.time_epsilon!r}.")
+        if not 0 <= self.time_epsilon < 1:
+            raise ValueError(f"`time_epsilon` must be in [0, 1), got {self.time_epsilon}.")
+        for name, allowed in (
+            ("noise_schedule", ALPHA_SCHEDULES),
+            ("loss_weighting", LOSS_WEIGHTINGS),
+            ("loss_normalization", LOSS_NORMALIZATIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {getattr(self, name)!r}."
+                )
+        super().__post_init__()

@@ -1,0 +1,151 @@
+"""Collators that pad, draw the diffusion noise reproducibly, and mark what the loss scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..generation.scheduling import MaskedDiffusionScheduler
+
+
+@dataclass
+class DataCollatorForMaskedDiffusion:
+    r"""
+    Pretraining collator for the masked diffusion objective: every non-padding token is maskable.
+
+    Takes rows holding `input_ids` of any lengths (like transformers' `DataCollatorForLanguageModeling`), pads them, and
+    for each row draws a time `t = time_epsilon + (1 - time_epsilon) * U` and masks each maskable token with
+    probability `1 - alpha(t)`.
+
+    The noise of a row comes from a generator seeded by `(seed, sample_id, epoch)`: rows carrying a `sample_id`
+    (the data-preparation helpers add one) see the same noise whatever the batch size, the number of processes, or
+    whether the run was resumed from a checkpoint. [`MaskedDiffusionTrainer`] sets `seed` from the training
+    arguments and `epoch` at every epoch. Rows without a `sample_id` use their position in the batch and the call
+    count instead (still seeded, but then the noise depends on batching).
+
+    Returns a batch with `input_ids` (noised), `attention_mask`, `labels` (the original token where masked, `-100`
+    elsewhere), `t` (per row) and `num_maskable` (maskable tokens per row).
+
+    Args:
+        tokenizer: supplies the mask and pad ids (it must have a mask token).
+        time_epsilon (`float`): smallest time. noise_schedule (`str`): `"linear"` or `"cosine"`.
+        seed (`int`): base seed of the noise. pad_to_multiple_of (`int`, *optional*): as in transformers' collators.
+        max_length (`int`, *optional*): longest row accepted; `truncate=True` cuts longer rows, otherwise they
+            raise a `ValueError`.
+
+    Example:
+
+    ```python
+    >>> collator = DataCollatorForMaskedDiffusion(tokenizer=tokenizer)  # doctest: +SKIP
+    >>> batch = collator([{"input_ids": [5, 6, 7], "sample_id": 0}, {"input_ids": [8, 9], "sample_id": 1}])  # doctest: +SKIP
+    >>> sorted(batch)  # doctest: +SKIP
+    ['attention_mask', 'input_ids', 'labels', 'num_maskable', 't']
+
+    ```
+    """
+
+    tokenizer: Any
+    time_epsilon: float = 1e-3
+    noise_schedule: str = "linear"
+    seed: int = 42
+    epoch: int = 0
+    pad_to_multiple_of: int | None = None
+    max_length: int | None = None
+    truncate: bool = False
+
+    def __post_init__(self) -> None:
+        if getattr(self.tokenizer, "mask_token_id", None) is None:
+            raise ValueError(
+                f"The tokenizer {type(self.tokenizer).__name__} has no mask token; masked diffusion needs one "
+                "(tokenizer.add_special_tokens({'mask_token': '<mask>'}) and resize the model's embeddings)."
+            )
+        self.scheduler = MaskedDiffusionScheduler(schedule=self.noise_schedule)
+        self._calls = 0
+
+    # Subclasses decide which tokens are maskable.
+    def maskable(
+        self, features: Sequence[dict[str, Any]], input_ids: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        return real
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("Cannot collate an empty list of rows.")
+        rows = [self._row(feature, index) for index, feature in enumerate(features)]
+        width = max(len(row) for row in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        real = torch.zeros((len(rows), width), dtype=torch.bool)
+        for index, row in enumerate(rows):
+            input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+            real[index, : len(row)] = True
+        maskable = self.maskable(features, input_ids, real)
+
+        t = torch.empty(len(rows))
+        masked = torch.zeros_like(real)
+        for index, feature in enumerate(features):
+            generator = torch.Generator().manual_seed(self._noise_seed(feature, index))
+            u = torch.rand(1, generator=generator)
+            t[index] = self.time_epsilon + (1 - self.time_epsilon) * u
+            _, masked[index] = self.scheduler.add_noise(
+                input_ids[index], t[index], mask_token_id=self.tokenizer.mask_token_id,
+                maskable=maskable[index], generator=generator,
+            )  # fmt: skip
+        self._calls += 1
+        labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
+        noised = input_ids.masked_fill(masked, self.tokenizer.mask_token_id)
+        return {
+            "input_ids": noised,
+            "attention_mask": real.long(),
+            "labels": labels,
+            "t": t,
+            "num_maskable": maskable.sum(dim=1),
+        }
+
+    def _row(self, feature: dict[str, Any], index: int) -> list[int]:
+        if "input_ids" not in feature:
+            raise ValueError(f"Row {index} has no `input_ids` (keys: {sorted(feature)}). Tokenize the data first.")
+        row = list(feature["input_ids"])
+        if self.max_length is not None and len(row) > self.max_length:
+            if not self.truncate:
+                raise ValueError(
+                    f"Row {index} has {len(row)} tokens, more than `max_length` ({self.max_length}); pass "
+                    "`truncate=True` to cut it, or pack the data into shorter blocks."
+                )
+            row = row[: self.max_length]
+        return row
+
+    def _noise_seed(self, feature: dict[str, Any], index: int) -> int:
+        if "sample_id" in feature:
+            key = [self.seed, int(feature["sample_id"]), self.epoch]
+        else:
+            key = [self.seed, index, self._calls, self.epoch, 1]
+        return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
+    r"""
+    Instruction-tuning collator: the prompt is never masked nor scored; the answer and its end marker are.
+
+    Rows hold `input_ids` (prompt followed by the answer) and `prompt_length` (the number of prompt tokens), as
+    [`format_instruction_dataset`] writes them. Padding is never scored either: the loss covers the answer tokens only
+    (Diffutron's fork also scores `<pad>` filling up to a fixed length; pad the answer yourself to reproduce that).
+    """
+
+    def maskable(
+        self, features: Sequence[dict[str, Any]], input_ids: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        prompt_lengths = []
+        for index, feature in enumerate(features):
+            if "prompt_length" not in feature:
+                raise ValueError(f"Row {index} has no `prompt_length`; prepare it with `format_instruction_dataset`.")
+            prompt_lengths.append(int(feature["prompt_length"]))
+        columns = torch.arange(input_ids.shape[1])[None, :]
+        return real & (columns >= torch.tensor(prompt_lengths)[:, None])

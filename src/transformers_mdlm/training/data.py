@@ -1,0 +1,139 @@
+"""Data preparation on `datasets`: packing a text corpus, and formatting instructions with a chat template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+
+from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, validate_messages
+
+
+def _check_dataset(dataset: Any, needed: tuple[tuple[str, ...], ...], what: str) -> None:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"`dataset` must be a datasets.Dataset, got {type(dataset).__name__}.")
+    if len(dataset) == 0:
+        raise ValueError(f"The {what} dataset is empty.")
+    if not any(all(column in dataset.column_names for column in option) for option in needed):
+        wanted = " or ".join("+".join(option) for option in needed)
+        raise ValueError(f"The {what} dataset needs the column(s) {wanted}; it has {dataset.column_names}.")
+
+
+def _check_tokenizer(tokenizer: Any) -> None:
+    if getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError(f"The tokenizer {type(tokenizer).__name__} has no mask token; masked diffusion needs one.")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"The tokenizer {type(tokenizer).__name__} has no EOS token; documents are separated by it.")
+
+
+def pack_dataset(
+    dataset: Dataset,
+    tokenizer: Any,
+    block_size: int,
+    *,
+    text_column: str = "text",
+    num_proc: int | None = None,
+) -> Dataset:
+    """Tokenize a text corpus and pack it into blocks for pretraining, as Diffutron's recipe does.
+
+    Each document is tokenized without special tokens and followed by EOS; the documents are concatenated and cut
+    into `block_size` tokens, the incomplete tail dropped. Every block gets a `sample_id` (its index), which keys the
+    collator's noise.
+
+    Returns:
+        A `Dataset` with columns `input_ids` and `sample_id`.
+
+    Example:
+
+    ```python
+    >>> from datasets import load_dataset  # doctest: +SKIP
+    >>> corpus = load_dataset("text", data_files="../shared/data/turkish/corpus/train.txt")["train"]  # doctest: +SKIP
+    >>> blocks = pack_dataset(corpus, tokenizer, block_size=128)  # doctest: +SKIP
+
+    ```
+    """
+    _check_dataset(dataset, ((text_column,),), "text")
+    _check_tokenizer(tokenizer)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"`block_size` must be an integer >= 1, got {block_size!r}.")
+    eos = tokenizer.eos_token_id
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        ids = tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [row + [eos] for row in ids]}
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        stream = [token for row in batch["input_ids"] for token in row]
+        usable = len(stream) // block_size * block_size
+        return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
+
+    tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, num_proc=num_proc)
+    # One batch holds the whole corpus, so that only the corpus's own tail is dropped.
+    packed = tokenized.map(pack, batched=True, batch_size=None)
+    if len(packed) == 0:
+        raise ValueError(f"The corpus holds fewer than `block_size` ({block_size}) tokens: nothing to train on.")
+    return packed.add_column("sample_id", list(range(len(packed))))
+
+
+def instruction_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A row as a conversation: its `messages`, or `instruction` (+ `input`) as the user turn and `output` as the reply."""
+    if row.get("messages") is not None:
+        return validate_messages(row["messages"])
+    user = row["instruction"]
+    if row.get("input"):
+        user = f"{user}\n\n{row['input']}"
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+
+
+def format_instruction_dataset(
+    dataset: Dataset,
+    tokenizer: Any,
+    *,
+    max_length: int | None = None,
+    truncate: bool = False,
+    chat_template: str | None = None,
+    append_eos: bool = True,
+    num_proc: int | None = None,
+) -> Dataset:
+    """Render instruction data with a chat template into `input_ids` and `prompt_length` for instruction tuning.
+
+    Rows hold either `messages` (a conversation ending with the assistant's reply) or `instruction`, optional
+    `input`, and `output`. The prompt is the conversation without the last reply plus the generation prompt; the
+    scored part is the reply with the template's end marker (`[/Answer]` for Diffutron's), then EOS.
+
+    Args:
+        chat_template (`str`, *optional*): defaults to the tokenizer's, else Diffutron's.
+        max_length (`int`, *optional*): longest row; longer rows raise a `ValueError` unless `truncate=True`.
+
+    Returns:
+        A `Dataset` with columns `input_ids`, `prompt_length` and `sample_id`.
+    """
+    _check_dataset(dataset, (("messages",), ("instruction", "output")), "instruction")
+    _check_tokenizer(tokenizer)
+    template = chat_template or tokenizer.chat_template or DIFFUTRON_CHAT_TEMPLATE
+
+    def render(row: dict[str, Any], index: int) -> dict[str, Any]:
+        messages = instruction_messages(row)
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(f"Row {index}: the conversation must end with the assistant's reply.")
+        prompt = tokenizer.apply_chat_template(
+            messages[:-1], chat_template=template, add_generation_prompt=True, tokenize=False
+        )
+        full = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError(
+                f"Row {index}: the chat template does not render the prompt as a prefix of the conversation."
+            )
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
+        ids = prompt_ids + answer_ids + ([tokenizer.eos_token_id] if append_eos else [])
+        if max_length is not None and len(ids) > max_length:
+            if not truncate:
+                raise ValueError(
+                    f"Row {index} is {len(ids)} tokens, more than `max_length` ({max_length}); pass `truncate=True` "
+                    "to cut it."
+                )
+            ids = ids[:max_length]
+        return {"input_ids": ids, "prompt_length": min(len(prompt_ids), len(ids)), "sample_id": index}
+
+    return dataset.map(render, with_indices=True, remove_columns=dataset.column_names, num_proc=num_proc)

@@ -1,0 +1,57 @@
+"""LoRA for masked diffusion models: Diffutron's configuration, and merging an adapter into a plain model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+#: Diffutron's continual-pretraining targets on ModernBERT: every linear layer of the encoder plus the head's dense
+#: layer; the decoder (tied to the embeddings) is left alone. peft has no default targets for ModernBERT.
+MODERNBERT_LORA_TARGETS = ("attn.Wqkv", "attn.Wo", "mlp.Wi", "mlp.Wo", "head.dense")
+
+
+def diffutron_lora_config(
+    r: int = 256,
+    lora_alpha: int = 256,
+    lora_dropout: float = 0.05,
+    target_modules: tuple[str, ...] | list[str] = MODERNBERT_LORA_TARGETS,
+    **kwargs: Any,
+) -> LoraConfig:
+    """The LoRA configuration of Diffutron's continual pretraining (r=256, alpha=256, dropout 0.05), any rank.
+
+    Example:
+
+    ```python
+    >>> config = diffutron_lora_config(r=8, lora_alpha=16)
+    >>> sorted(config.target_modules)
+    ['attn.Wo', 'attn.Wqkv', 'head.dense', 'mlp.Wi', 'mlp.Wo']
+
+    ```
+    """
+    return LoraConfig(
+        r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules), **kwargs
+    )
+
+
+def add_lora(model: Any, config: LoraConfig) -> PeftModel:
+    """Wrap `model` with a LoRA adapter, with a clear error when the target modules match no layer."""
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:
+        if "not found" in str(error) or "Target modules" in str(error):
+            names = sorted({name.split(".")[-1] for name, _ in model.named_modules() if name})
+            raise ValueError(
+                f"LoRA `target_modules` {sorted(config.target_modules)} match no layer of {type(model).__name__}; "
+                f"its module names end in: {', '.join(names[:40])}."
+            ) from error
+        raise
+
+
+def merge_lora(model: PeftModel) -> Any:
+    """Merge the adapter into the base weights and return the plain model (tied decoder and head intact)."""
+    if not isinstance(model, PeftModel):
+        raise TypeError(f"`model` must be a peft PeftModel, got {type(model).__name__}.")
+    merged = model.merge_and_unload()
+    merged.tie_weights()
+    return merged

@@ -1,0 +1,165 @@
+"""`MaskedDiffusionTrainer`: transformers' `Trainer` computing the masked diffusion (MDLM) objective."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+from ..generation.scheduling import MaskedDiffusionScheduler
+from .arguments import MaskedDiffusionTrainingArguments
+from .collators import DataCollatorForMaskedDiffusion
+
+#: Dataset columns the collators read (kept although the model's `forward` does not take them).
+COLLATOR_COLUMNS = ("input_ids", "sample_id", "prompt_length")
+
+
+class _NoiseEpochCallback(TrainerCallback):
+    """Keeps the collator's noise keyed on the current epoch (so that a resumed run sees the same noise)."""
+
+    def __init__(self, collator: DataCollatorForMaskedDiffusion) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.collator.epoch = int(state.epoch or 0)
+
+
+class MaskedDiffusionTrainer(Trainer):
+    r"""
+    A [`transformers.Trainer`] for masked diffusion language models.
+
+    It trains any model of `AutoModelForMaskedDiffusion` (or a peft model on one) with the MDLM objective, computing
+    the output head only at the masked positions. Everything else is the standard `Trainer`: checkpoints and exact
+    resume, gradient accumulation, mixed precision, `accelerate`/`torchrun` distributed runs, `push_to_hub`.
+
+    The collator defaults to [`DataCollatorForMaskedDiffusion`] built from the tokenizer (`processing_class`) and the
+    arguments; its noise is seeded from `args.seed`. The logs add `mask_rate` (masked share of the maskable tokens).
+
+    The loss (see [`MaskedDiffusionTrainingArguments`]): for sequence `i` with time `t_i`, weight `w_i` (the ELBO
+    weight, or 1) and `M_i` maskable tokens, `S_i = w_i * sum(CE over its masked tokens)`; `"sequence"`
+    normalisation gives `mean_i(S_i / M_i)`, `"token"` gives `sum_i(S_i) / sum_i(M_i)`, both over the whole
+    accumulated batch.
+
+    Example:
+
+    ```python
+    >>> trainer = MaskedDiffusionTrainer(  # doctest: +SKIP
+    ...     model=model, args=MaskedDiffusionTrainingArguments("out"), train_dataset=packed, processing_class=tokenizer
+    ... )
+    >>> trainer.train()  # doctest: +SKIP
+
+    ```
+    """
+
+    # The loss below is normalised over the whole accumulated batch (see `_get_num_items_in_batch`).
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model: Any = None, args: MaskedDiffusionTrainingArguments | None = None, **kwargs: Any) -> None:
+        if args is None:
+            args = MaskedDiffusionTrainingArguments(output_dir="tmp_trainer")
+        if not isinstance(args, MaskedDiffusionTrainingArguments):
+            raise TypeError(f"`args` must be MaskedDiffusionTrainingArguments, got {type(args).__name__}.")
+        tokenizer = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None:
+            if tokenizer is None:
+                raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
+            kwargs["data_collator"] = DataCollatorForMaskedDiffusion(
+                tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
+            )
+        collator = kwargs["data_collator"]
+        if isinstance(collator, DataCollatorForMaskedDiffusion):
+            collator.seed = args.seed
+            if (collator.time_epsilon, collator.noise_schedule) != (args.time_epsilon, args.noise_schedule):
+                raise ValueError(
+                    "The collator's `time_epsilon`/`noise_schedule` "
+                    f"({collator.time_epsilon}, {collator.noise_schedule!r}) differ from the training arguments' "
+                    f"({args.time_epsilon}, {args.noise_schedule!r})."
+                )
+        for split in ("train_dataset", "eval_dataset"):
+            dataset = kwargs.get(split)
+            if (
+                dataset is not None
+                and hasattr(dataset, "__len__")
+                and not isinstance(dataset, dict)
+                and not len(dataset)
+            ):
+                raise ValueError(f"`{split}` is empty.")
+        super().__init__(model=model, args=args, **kwargs)
+        if isinstance(collator, DataCollatorForMaskedDiffusion):
+            self.add_callback(_NoiseEpochCallback(collator))
+        self.scheduler_for_noise = MaskedDiffusionScheduler(schedule=args.noise_schedule)
+        self._mask_rates: list[float] = []
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *COLLATOR_COLUMNS]))
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """What the loss divides by, over the accumulated batch: maskable tokens (`token`) or sequences (`sequence`)."""
+        if not batch_samples or "num_maskable" not in batch_samples[0]:
+            return None
+        if self.args.loss_normalization == "token":
+            count = sum(batch["num_maskable"].sum() for batch in batch_samples)
+        else:
+            count = torch.tensor(sum(len(batch["num_maskable"]) for batch in batch_samples))
+        count = count.to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        labels = inputs["labels"]
+        masked = labels != -100
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_mask=masked)
+        token_loss = F.cross_entropy(outputs.logits.float(), labels[masked], reduction="none")
+        weights = self._loss_weights(inputs["t"].to(token_loss.device))
+        row_of_token = masked.nonzero()[:, 0]
+        per_row = torch.zeros(labels.shape[0], device=token_loss.device).index_add(
+            0, row_of_token, token_loss * weights[row_of_token]
+        )
+        num_maskable = inputs["num_maskable"].to(per_row.device)
+        if self.args.loss_normalization == "sequence":
+            numerator = (per_row / num_maskable.clamp_min(1)).sum()
+            denominator = num_items_in_batch if num_items_in_batch is not None else labels.shape[0]
+        else:
+            numerator = per_row.sum()
+            denominator = num_items_in_batch if num_items_in_batch is not None else num_maskable.sum().clamp_min(1)
+        loss = numerator / denominator
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.accelerator.num_processes  # the gradients are averaged across processes
+        if model.training:
+            rate = masked.sum() / num_maskable.sum().clamp_min(1)
+            self._mask_rates.append(float(rate))
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, None, None]:
+        """Evaluation reports the objective only: the sparse logits of masked positions make poor predictions."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def _loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        if self.args.loss_weighting == "none":
+            return torch.ones_like(t)
+        return self.scheduler_for_noise.loss_weight(t).to(t.device)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self._mask_rates and "loss" in logs:
+            logs["mask_rate"] = round(sum(self._mask_rates) / len(self._mask_rates), 4)
+            self._mask_rates.clear()
+        super().log(logs, *args, **kwargs)

@@ -1,0 +1,338 @@
+"""MaskedDiffusionTrainer, its arguments and collators, data preparation and LoRA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+
+from conftest import EOS, MASK, PAD, make_tiny_tokenizer, modernbert_config
+from transformers_mdlm import (
+    AutoModelForMaskedDiffusion,
+    DataCollatorForMaskedDiffusion,
+    DataCollatorForMaskedDiffusionSFT,
+    MaskedDiffusionTrainer,
+    MaskedDiffusionTrainingArguments,
+    format_instruction_dataset,
+    pack_dataset,
+)
+from transformers_mdlm.training import add_lora, diffutron_lora_config, merge_lora
+
+
+def small_model(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    values = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  initializer_range=0.02, local_attention=16)  # fmt: skip
+    values.update(overrides)
+    model = AutoModelForMaskedDiffusion.from_config(modernbert_config(**values))
+    model.generation_config.mask_token_id = MASK
+    return model
+
+
+def args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, report_to=[], save_strategy="no",
+                  seed=0, use_cpu=True, logging_steps=1000, disable_tqdm=True)  # fmt: skip
+    values.update(overrides)
+    return MaskedDiffusionTrainingArguments(**values)
+
+
+def counting_dataset(rows: int = 2000, length: int = 16, seed: int = 0) -> Dataset:
+    """A tiny language: each row counts up (mod 40) over ids 20..59 from a random start."""
+    starts = torch.randint(0, 40, (rows,), generator=torch.Generator().manual_seed(seed)).tolist()
+    data = [[20 + (s + i) % 40 for i in range(length)] for s in starts]
+    return Dataset.from_dict({"input_ids": data, "sample_id": list(range(rows))})
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+def _fixed_batch():
+    clean = torch.tensor([[20, 21, 22, 23, 24, 25], [30, 31, 32, 33, PAD, PAD]])
+    masked = torch.tensor([[0, 1, 0, 1, 1, 0], [1, 0, 0, 1, 0, 0]], dtype=torch.bool)
+    real = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    return {
+        "input_ids": clean.masked_fill(masked, MASK),
+        "attention_mask": real.long(),
+        "labels": torch.where(masked, clean, torch.full_like(clean, -100)),
+        "t": torch.tensor([0.5, 0.25]),
+        "num_maskable": real.sum(dim=1),
+    }
+
+
+@pytest.mark.parametrize("weighting", ["elbo", "none"])
+@pytest.mark.parametrize("normalization", ["sequence", "token"])
+def test_loss_equals_a_hand_computation(tmp_path, weighting, normalization):
+    model = small_model()
+    trainer = MaskedDiffusionTrainer(
+        model=model, args=args(tmp_path, loss_weighting=weighting, loss_normalization=normalization),
+        processing_class=make_tiny_tokenizer(),
+    )  # fmt: skip
+    batch = _fixed_batch()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ce = F.cross_entropy(logits.transpose(1, 2), batch["labels"].clamp_min(0), reduction="none")
+    ce = ce * (batch["labels"] != -100)
+    w = 1 / batch["t"] if weighting == "elbo" else torch.ones(2)
+    sums = (ce.sum(dim=1) * w).tolist()  # weighted sum per sequence
+    if normalization == "sequence":
+        expected = (sums[0] / 6 + sums[1] / 4) / 2
+    else:
+        expected = (sums[0] + sums[1]) / (6 + 4)
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # With the accumulated-batch count, the loss is the sum divided by that count.
+    count = torch.tensor(2.0) if normalization == "sequence" else torch.tensor(10.0)
+    with torch.no_grad():
+        assert trainer.compute_loss(model, batch, num_items_in_batch=count).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_cosine_weight_is_the_elbo_weight():
+    from transformers_mdlm import MaskedDiffusionScheduler
+
+    scheduler = MaskedDiffusionScheduler(schedule="cosine")
+    t = torch.tensor([0.1, 0.5, 0.9], requires_grad=True)
+    alpha = scheduler.alpha(t)
+    (grad,) = torch.autograd.grad(alpha.sum(), t)
+    torch.testing.assert_close(scheduler.loss_weight(t.detach()), (-grad / (1 - alpha)).detach())
+    assert torch.allclose(MaskedDiffusionScheduler().loss_weight(torch.tensor([0.5, 0.25])), torch.tensor([2.0, 4.0]))
+
+
+@pytest.mark.parametrize("normalization", ["sequence", "token"])
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, normalization):
+    data = counting_dataset(rows=16)
+    data = data.map(lambda row, i: {"input_ids": row["input_ids"][: 6 + i % 9]}, with_indices=True)  # uneven rows
+    results = []
+    for batch, accumulation in ((8, 1), (4, 2)):
+        model = small_model()
+        trainer = MaskedDiffusionTrainer(
+            model=model, train_dataset=data, processing_class=make_tiny_tokenizer(),
+            args=args(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                      max_steps=2, learning_rate=0.5, optim="sgd", loss_normalization=normalization,
+                      dataloader_drop_last=True),
+        )  # fmt: skip
+        trainer.train()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    # Plain SGD, so that weight differences are gradient differences (Adam would magnify float noise).
+    torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- collators
+
+
+def test_collator_masks_at_rate_t_and_labels_the_masked_tokens():
+    collator = DataCollatorForMaskedDiffusion(tokenizer=make_tiny_tokenizer(), seed=1)
+    rows = [{"input_ids": list(range(20, 80)), "sample_id": i} for i in range(400)]
+    batch = collator(rows)
+    masked = batch["labels"] != -100
+    assert torch.equal(batch["input_ids"][masked], torch.full((int(masked.sum()),), MASK))
+    assert torch.equal(batch["labels"][masked], torch.tensor(rows[0]["input_ids"]).expand(400, -1)[masked])
+    assert ((batch["t"] >= 1e-3) & (batch["t"] <= 1)).all()
+    rate = masked.float().mean(dim=1)
+    assert torch.corrcoef(torch.stack([rate, batch["t"]]))[0, 1] > 0.95  # each row is masked at its own rate t
+    assert abs((rate - batch["t"]).mean()) < 0.02
+    assert batch["num_maskable"].tolist() == [60] * 400
+
+
+def test_collator_pads_and_never_masks_padding():
+    collator = DataCollatorForMaskedDiffusion(tokenizer=make_tiny_tokenizer(), pad_to_multiple_of=8)
+    batch = collator([{"input_ids": [20] * 10, "sample_id": 0}, {"input_ids": [21] * 3, "sample_id": 1}])
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["attention_mask"][1].tolist() == [1] * 3 + [0] * 13
+    assert (batch["labels"][1, 3:] == -100).all() and (batch["input_ids"][1, 3:] == PAD).all()
+    assert batch["num_maskable"].tolist() == [10, 3]
+
+
+def test_noise_depends_on_sample_and_epoch_only():
+    collator = DataCollatorForMaskedDiffusion(tokenizer=make_tiny_tokenizer(), seed=5)
+    a = {"input_ids": list(range(20, 50)), "sample_id": 7}
+    b = {"input_ids": list(range(30, 45)), "sample_id": 8}
+    alone = collator([a])
+    together = collator([b, a])
+    assert torch.equal(alone["labels"][0] != -100, together["labels"][1, :30] != -100)
+    assert alone["t"][0] == together["t"][1]
+    collator.epoch = 1
+    assert collator([a])["t"][0] != alone["t"][0]
+
+
+def test_sft_collator_never_masks_or_scores_the_prompt():
+    collator = DataCollatorForMaskedDiffusionSFT(tokenizer=make_tiny_tokenizer(), seed=0)
+    rows = [{"input_ids": list(range(20, 40)), "prompt_length": 12, "sample_id": i} for i in range(200)]
+    batch = collator(rows)
+    assert (batch["labels"][:, :12] == -100).all()
+    assert (batch["input_ids"][:, :12] == torch.arange(20, 32)).all()
+    assert (batch["labels"][:, 12:] != -100).any()
+    assert batch["num_maskable"].tolist() == [8] * 200
+
+
+def test_collator_bad_input():
+    tokenizer = make_tiny_tokenizer()
+    with pytest.raises(ValueError, match="no `input_ids`"):
+        DataCollatorForMaskedDiffusion(tokenizer=tokenizer)([{"text": "w1"}])
+    with pytest.raises(ValueError, match="max_length"):
+        DataCollatorForMaskedDiffusion(tokenizer=tokenizer, max_length=4)([{"input_ids": [20] * 6}])
+    cut = DataCollatorForMaskedDiffusion(tokenizer=tokenizer, max_length=4, truncate=True)([{"input_ids": [20] * 6}])
+    assert cut["input_ids"].shape == (1, 4)
+    with pytest.raises(ValueError, match="prompt_length"):
+        DataCollatorForMaskedDiffusionSFT(tokenizer=tokenizer)([{"input_ids": [20] * 6}])
+    no_mask = make_tiny_tokenizer()
+    no_mask.mask_token = None
+    with pytest.raises(ValueError, match="no mask token"):
+        DataCollatorForMaskedDiffusion(tokenizer=no_mask)
+
+
+# --------------------------------------------------------------------------- data preparation
+
+
+def test_pack_dataset_separates_documents_with_eos_and_drops_the_tail():
+    tokenizer = make_tiny_tokenizer()
+    corpus = Dataset.from_dict({"text": ["w1 w2 w3", "w4", "w5 w6", "w7 w8 w9 w10"]})
+    packed = pack_dataset(corpus, tokenizer, block_size=4)
+    ids = tokenizer("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", add_special_tokens=False).input_ids
+    stream = ids[:3] + [EOS] + ids[3:4] + [EOS] + ids[4:6] + [EOS] + ids[6:] + [EOS]  # 14 tokens
+    assert packed["input_ids"] == [stream[0:4], stream[4:8], stream[8:12]]
+    assert packed["sample_id"] == [0, 1, 2]
+
+
+def test_format_instruction_dataset_with_diffutron_template():
+    tokenizer = make_tiny_tokenizer()
+    rows = Dataset.from_dict({"instruction": ["w1 w2"], "input": ["w3"], "output": ["w4 w5"]})
+    formatted = format_instruction_dataset(rows, tokenizer)
+    prompt = tokenizer("[Question]\nw1 w2\n\nw3\n[/Question]\n\n[Answer]\n", add_special_tokens=False).input_ids
+    answer = tokenizer("w4 w5\n[/Answer]", add_special_tokens=False).input_ids
+    assert formatted[0]["input_ids"] == prompt + answer + [EOS]
+    assert formatted[0]["prompt_length"] == len(prompt)
+    chats = Dataset.from_dict(
+        {"messages": [[{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2"}]]}
+    )
+    assert format_instruction_dataset(chats, tokenizer)[0]["input_ids"][-3:] == tokenizer("w2 [/Answer]").input_ids + [
+        EOS
+    ]
+
+
+def test_data_preparation_bad_input():
+    tokenizer = make_tiny_tokenizer()
+    with pytest.raises(ValueError, match="text"):
+        pack_dataset(Dataset.from_dict({"body": ["w1"]}), tokenizer, block_size=4)
+    with pytest.raises(ValueError, match="empty"):
+        pack_dataset(Dataset.from_dict({"text": []}), tokenizer, block_size=4)
+    with pytest.raises(ValueError, match="fewer than"):
+        pack_dataset(Dataset.from_dict({"text": ["w1"]}), tokenizer, block_size=4)
+    with pytest.raises(ValueError, match="messages or instruction"):
+        format_instruction_dataset(Dataset.from_dict({"prompt": ["w1"]}), tokenizer)
+    with pytest.raises(ValueError, match="max_length"):
+        format_instruction_dataset(
+            Dataset.from_dict({"instruction": ["w1 w2"], "output": ["w3"]}), tokenizer, max_length=4
+        )
+    no_mask = make_tiny_tokenizer()
+    no_mask.mask_token = None
+    with pytest.raises(ValueError, match="no mask token"):
+        pack_dataset(Dataset.from_dict({"text": ["w1 w2"]}), no_mask, block_size=1)
+
+
+def test_trainer_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        MaskedDiffusionTrainer(model=small_model(), args=args(tmp_path), processing_class=make_tiny_tokenizer(),
+                               train_dataset=Dataset.from_dict({"input_ids": []}))  # fmt: skip
+    with pytest.raises(ValueError, match="processing_class"):
+        MaskedDiffusionTrainer(model=small_model(), args=args(tmp_path))
+    with pytest.raises(ValueError, match="`loss_normalization`"):
+        args(tmp_path, loss_normalization="batch")
+    with pytest.raises(ValueError, match="`time_epsilon`"):
+        args(tmp_path, time_epsilon=1.0)
+
+
+# --------------------------------------------------------------------------- learning, resuming, LoRA
+
+
+@pytest.mark.slow
+def test_a_tiny_model_learns_to_continue_a_counting_language(tmp_path):
+    model = small_model()
+    prompts = [[20 + (s + i) % 40 for i in range(4)] for s in range(40)]
+    expected = [[20 + (s + 4 + i) % 40 for i in range(8)] for s in range(40)]
+
+    def correct() -> int:
+        model.eval()
+        outs = [
+            model.generate(torch.tensor([p]), max_new_tokens=8, steps=8, block_length=8)[0, 4:].tolist()
+            for p in prompts
+        ]
+        return sum(out == exp for out, exp in zip(outs, expected, strict=True))
+
+    assert correct() == 0
+    trainer = MaskedDiffusionTrainer(
+        model=model, train_dataset=counting_dataset(), processing_class=make_tiny_tokenizer(),
+        args=args(tmp_path, per_device_train_batch_size=32, max_steps=500, learning_rate=3e-3, warmup_steps=20,
+                  lr_scheduler_type="cosine"),
+    )  # fmt: skip
+    result = trainer.train()
+    assert result.training_loss < 2.0
+    assert correct() >= 36  # greedy generate continues the count (40/40 seen on this CPU)
+
+
+def test_resuming_from_a_checkpoint_ends_with_the_same_weights(tmp_path):
+    data = counting_dataset(rows=64)
+
+    def run(output_dir, resume=None, max_steps=12):
+        model = small_model(seed=1, embedding_dropout=0.1, mlp_dropout=0.1, attention_dropout=0.1)
+        trainer = MaskedDiffusionTrainer(
+            model=model, train_dataset=data, processing_class=make_tiny_tokenizer(),
+            args=args(tmp_path, output_dir=str(output_dir), per_device_train_batch_size=8, max_steps=max_steps,
+                      learning_rate=1e-2, save_strategy="steps", save_steps=6, num_train_epochs=3),
+        )  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    uninterrupted = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint-6"))
+    assert torch.equal(uninterrupted, resumed)
+    # Sanity: the checkpoint really is mid-way (resuming from it is not a no-op).
+    assert (tmp_path / "a" / "checkpoint-6").is_dir() and (tmp_path / "a" / "checkpoint-12").is_dir()
+
+
+def test_lora_train_save_merge_load(tmp_path):
+    base = small_model()
+    base.save_pretrained(tmp_path / "base")
+    make_tiny_tokenizer().save_pretrained(tmp_path / "base")
+    model = add_lora(
+        AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "base"), diffutron_lora_config(r=4, lora_alpha=8)
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in model.parameters()) / 4
+    trainer = MaskedDiffusionTrainer(
+        model=model, train_dataset=counting_dataset(rows=256), processing_class=make_tiny_tokenizer(),
+        args=args(tmp_path, max_steps=30, learning_rate=1e-2),
+    )  # fmt: skip
+    trainer.train()
+    model.save_pretrained(tmp_path / "adapter")
+
+    loaded = AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "adapter")
+    merged = merge_lora(loaded)
+    assert type(merged).__name__ == "ModernBertForMaskedDiffusion"
+    assert merged.decoder.weight.data_ptr() == merged.model.embeddings.tok_embeddings.weight.data_ptr()
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "merged")
+    ids = torch.tensor([[20, 21, 22, 23]])
+    settings = dict(max_new_tokens=8, steps=8, block_length=8)
+    model.eval()
+    assert torch.equal(reloaded.generate(ids, **settings), model.generate(ids, **settings))
+    with torch.no_grad():
+        assert not torch.equal(reloaded.model.layers[0].attn.Wqkv.weight, base.model.layers[0].attn.Wqkv.weight)
+        torch.testing.assert_close(reloaded.decoder.weight, base.decoder.weight)  # the tied decoder was left alone
+
+
+def test_lora_targets_that_match_nothing_fail_clearly():
+    with pytest.raises(ValueError, match="match no layer"):
+        add_lora(small_model(), diffutron_lora_config(r=2, target_modules=["q_proj", "v_proj"]))
+
+
+def test_evaluation_reports_the_objective(tmp_path):
+    trainer = MaskedDiffusionTrainer(
+        model=small_model(), train_dataset=counting_dataset(rows=32), eval_dataset=counting_dataset(rows=16, seed=1),
+        processing_class=make_tiny_tokenizer(), args=args(tmp_path, per_device_eval_batch_size=8),
+    )  # fmt: skip
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] > 0
