@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import torch
@@ -225,6 +226,52 @@ class MaskedDiffusionGenerationMixin:
             )
         canvas = self._infilling_canvas(input_ids, attention_mask, config)
         return self._run(canvas, config, scheduler, generator, callback_on_step_end, None)
+
+    # ------------------------------------------------------------------ publishing
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        model_card: Any | None = None,
+        **card_kwargs: Any,
+    ) -> Any:
+        """Upload the model, its generation config and a model card rendered from the package's template.
+
+        Args:
+            repo_id (`str`): the Hub repository (created if missing).
+            model_card (`huggingface_hub.ModelCard`, *optional*): the card to upload; by default
+                `transformers_mdlm.model_card.build_model_card(self, repo_id=repo_id, **card_kwargs)`.
+            card_kwargs: passed to `build_model_card` (datasets, training settings, evaluation results, ...).
+
+        Returns:
+            The `huggingface_hub.CommitInfo` of the upload.
+        """
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        from ..model_card import build_model_card
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        card = model_card if model_card is not None else build_model_card(self, repo_id=repo_id, **card_kwargs)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            card.save(os.path.join(folder, "README.md"))
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                revision=revision,
+                create_pr=create_pr,
+            )
 
     # ------------------------------------------------------------------ loading
 

@@ -140,6 +140,46 @@ class MaskedDiffusionTrainer(Trainer):
             self._mask_rates.append(float(rate))
         return (loss, outputs) if return_outputs else loss
 
+    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
+        """Write `README.md` in `output_dir` from the package's model card template (used by `push_to_hub`).
+
+        Keyword arguments go to `transformers_mdlm.model_card.build_model_card` (`datasets`, `base_model`,
+        `language`, `license`, `eval_results`, `samples`, ...); the training settings come from the arguments.
+        """
+        if not self.is_world_process_zero():
+            return
+        import os
+
+        from ..model_card import build_model_card
+
+        known = {"language", "license", "tags", "base_model", "datasets", "eval_results", "samples", "lora",
+                 "model_description", "limitations", "training", "repo_id"}  # fmt: skip
+        card_kwargs = {key: value for key, value in kwargs.items() if key in known and value is not None}
+        if isinstance(card_kwargs.get("tags"), str):
+            card_kwargs["tags"] = [card_kwargs["tags"]]
+        card_kwargs.setdefault("repo_id", self.args.hub_model_id or model_name)
+        card_kwargs["training"] = {**self.training_summary(), **card_kwargs.get("training", {})}
+        card = build_model_card(self.model, model_name=model_name, **card_kwargs)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def training_summary(self) -> dict[str, Any]:
+        """The settings and progress of this run, as listed in the model card."""
+        args = self.args
+        summary = {
+            "objective": f"masked diffusion (MDLM), {args.noise_schedule} schedule, {args.loss_weighting} weighting, "
+            f"{args.loss_normalization} normalisation, time epsilon {args.time_epsilon}",
+            "learning rate": args.learning_rate,
+            "batch size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+            "optimizer steps": self.state.global_step,
+            "epochs": round(self.state.epoch or 0, 3),
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+            "seed": args.seed,
+        }
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        if losses:
+            summary["final training loss"] = losses[-1]
+        return summary
+
     def prediction_step(
         self,
         model: torch.nn.Module,

@@ -1,0 +1,71 @@
+"""Publishing: model.push_to_hub and trainer.push_to_hub render the model card, against a local mock of the Hub."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load
+
+from conftest import make_tiny_tokenizer
+from mock_hub import mock_hub
+from test_training import args, counting_dataset, small_model
+from transformers_mdlm import MaskedDiffusionTrainer
+from transformers_mdlm.model_card import build_model_card
+from transformers_mdlm.training import add_lora, diffutron_lora_config
+
+
+@pytest.fixture(autouse=True)
+def fake_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_not_real")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_model_push_to_hub_uploads_weights_configs_and_the_card():
+    model = small_model()
+    with mock_hub() as hub:
+        model.push_to_hub(
+            "tester/tiny-mdlm",
+            datasets=[{"name": "Turkish corpus (UD treebanks)", "license": "CC BY-SA 4.0"}],
+            eval_results=[{"task": "perplexity", "metric": "bits per character", "value": 1.23}],
+            language="tr",
+            license="cc-by-sa-4.0",
+        )
+    files = hub.files("tester/tiny-mdlm")
+    assert {"config.json", "generation_config.json", "model.safetensors", "README.md"} <= set(files)
+    weights = load(files["model.safetensors"])
+    assert torch.equal(weights["model.embeddings.tok_embeddings.weight"], model.model.embeddings.tok_embeddings.weight)
+    assert json.loads(files["generation_config.json"])["mask_token_id"] == 4
+    card = files["README.md"].decode()
+    assert card.startswith("---\n") and "license: cc-by-sa-4.0" in card and "- masked-diffusion" in card
+    assert 'pipeline("masked-diffusion", model="tester/tiny-mdlm")' in card
+    assert "| Turkish corpus (UD treebanks) | CC BY-SA 4.0 | training |" in card
+    assert "| perplexity | bits per character | 1.23 |" in card
+    assert "| `steps` | 128 |" in card
+
+
+def test_trainer_push_to_hub_writes_the_training_card(tmp_path):
+    model = add_lora(small_model(), diffutron_lora_config(r=4, lora_alpha=8))
+    trainer = MaskedDiffusionTrainer(
+        model=model, train_dataset=counting_dataset(rows=64), processing_class=make_tiny_tokenizer(),
+        args=args(tmp_path, max_steps=3, hub_model_id="tester/tiny-lora", logging_steps=1),
+    )  # fmt: skip
+    trainer.train()
+    with mock_hub() as hub:
+        trainer.push_to_hub(
+            datasets=[{"name": "counting language", "license": "CC0"}], base_model="tester/tiny-base", language="tr"
+        )
+    files = hub.files("tester/tiny-lora")
+    assert "adapter_config.json" in files and "adapter_model.safetensors" in files and "README.md" in files
+    card = files["README.md"].decode()
+    assert "base_model: tester/tiny-base" in card
+    assert "| r | 4 |" in card and "| alpha | 8 |" in card and "attn.Wqkv" in card  # LoRA settings from the model
+    assert "| optimizer steps | 3 |" in card
+    assert "masked diffusion (MDLM), linear schedule, elbo weighting, sequence normalisation" in card
+    assert (tmp_path / "out" / "README.md").read_text() == card
+
+
+def test_card_renders_without_optional_sections():
+    card = str(build_model_card(small_model()))
+    assert "No evaluation results were recorded" in card and "## LoRA" not in card
