@@ -1,4 +1,9 @@
-"""The `mdlm` command: `mdlm generate` (one shot, from arguments or stdin) and `mdlm chat` (interactive, live view)."""
+"""The `mdlm` command.
+
+- `mdlm generate`: one-shot generation from arguments or standard input;
+- `mdlm chat`: an interactive multi-turn chat that shows each answer denoising live;
+- `mdlm train pretrain|sft`: the training recipes (`RecipeArguments` + `MaskedDiffusionTrainingArguments` flags).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mdlm", description="Masked diffusion language models from the command line."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "train",
+        help="train: `mdlm train pretrain ...` or `mdlm train sft ...` (see `mdlm train pretrain --help`)",
+        add_help=False,
+    )
 
     generate = commands.add_parser("generate", help="generate once, from arguments or standard input")
     generate.add_argument("prompt", nargs="*", help="the prompt (read from standard input when absent)")
@@ -148,7 +158,36 @@ def run_chat(args: argparse.Namespace, input_fn: Any = input) -> int:
         console.print(f"[bold green]{messages[-1]['content']}[/bold green]")
 
 
+TRAIN_STAGES = ("pretrain", "sft")
+
+
+def run_train(argv: Sequence[str]) -> int:
+    """`mdlm train pretrain|sft [flags]`: the recipe flags plus every `MaskedDiffusionTrainingArguments` flag."""
+    from transformers import HfArgumentParser
+
+    from .training.arguments import MaskedDiffusionTrainingArguments
+    from .training.recipe import RecipeArguments, run_instruction_tuning, run_pretraining
+
+    if not argv or argv[0] not in TRAIN_STAGES:
+        print(f"usage: mdlm train {{{','.join(TRAIN_STAGES)}}} --model M --train-file F --output-dir D [...]",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    stage, rest = argv[0], list(argv[1:])
+    parser = HfArgumentParser((RecipeArguments, MaskedDiffusionTrainingArguments), prog=f"mdlm train {stage}")
+    recipe, args = parser.parse_args_into_dataclasses(rest)
+    metrics = (run_pretraining if stage == "pretrain" else run_instruction_tuning)(recipe, args)
+    print(json.dumps({key: value for key, value in metrics.items() if isinstance(value, (int, float))}, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        try:
+            return run_train(argv[1:])
+        except (ValueError, TypeError, OSError) as error:
+            print(f"mdlm train: {error}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":

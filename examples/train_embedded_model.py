@@ -1,0 +1,177 @@
+"""Train the package's embedded Turkish model: tokenizer -> pretraining -> two-stage instruction tuning -> install.
+
+Run (about 90 minutes on a 2-core CPU; every stage is resumable and skipped when its output exists):
+
+    python examples/train_embedded_model.py --data-dir ../shared/data/turkish --work-dir outputs/embedded
+
+Stages (the Diffutron recipe at a scale this machine can run):
+
+1. tokenizer: a Unigram tokenizer (8,000 pieces, SentencePiece-style) trained with `tokenizers` on the corpus;
+2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
+   a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
+3. sft1: instruction tuning on the linguistic tasks (NER, lemmatisation, POS tagging, verb/noun listing);
+4. sft2: instruction tuning on the rest (exam questions, Nutuk QA, speech titles), starting from stage 1;
+5. install: the final model in half precision, its tokenizer and generation defaults, copied into the package
+   (`src/transformers_mdlm/default_model`), where `pipeline("masked-diffusion")` finds it.
+
+The evaluation and the model card come from `examples/evaluate_embedded_model.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import ModernBertConfig, PreTrainedTokenizerFast
+
+from transformers_mdlm import AutoModelForMaskedDiffusion, MaskedDiffusionTrainingArguments
+from transformers_mdlm.training.recipe import RecipeArguments, run_instruction_tuning, run_pretraining
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+LINGUISTIC_TASKS = "ner_extraction,lemmatization,pos_tagging,verb_noun_extraction"
+PACKAGE_MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "transformers_mdlm" / "default_model"
+
+#: Decoding defaults of the embedded model, saved in its generation_config.json.
+GENERATION_DEFAULTS = {
+    "max_new_tokens": 64,
+    "steps": 64,
+    "block_length": 32,
+    "temperature": 0.0,
+    "repetition_penalty": 1.2,
+    "remasking": "low_confidence",
+    "stop_on_eos": True,
+}
+
+
+def train_tokenizer(corpus: Path, out: Path, vocab_size: int) -> None:
+    backend = Tokenizer(models.Unigram())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train([str(corpus)], trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                                         unk_token="<unk>"))  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        mask_token="<mask>", model_max_length=256,
+    )  # fmt: skip
+    tokenizer.save_pretrained(out)
+
+
+def initial_model(tokenizer_dir: Path, out: Path, args: argparse.Namespace) -> None:
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, max_position_embeddings=256,
+        local_attention=64, global_attn_every_n_layers=3, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, cls_token_id=tokenizer.bos_token_id,
+        sep_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForMaskedDiffusion.from_config(config)
+    model.generation_config.update(mask_token_id=tokenizer.mask_token_id, **GENERATION_DEFAULTS)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def training_arguments(output_dir: Path, **overrides) -> MaskedDiffusionTrainingArguments:
+    values = dict(
+        output_dir=str(output_dir), use_cpu=True, bf16=True, seed=0, report_to=[], logging_steps=50,
+        save_strategy="steps", save_steps=500, save_total_limit=1, lr_scheduler_type="cosine", weight_decay=0.01,
+        adam_beta2=0.98, dataloader_num_workers=0, disable_tqdm=True, eval_strategy="no",
+    )  # fmt: skip
+    values.update(overrides)
+    return MaskedDiffusionTrainingArguments(**values)
+
+
+def latest_checkpoint(folder: Path) -> str | None:
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def run_stage(name: str, work: Path, log: dict, function, recipe: RecipeArguments, **overrides) -> Path:
+    out = work / name
+    if (out / "training_summary.json").exists():
+        print(f"[{name}] done already: {out}")
+        return out
+    start = time.perf_counter()
+    args = training_arguments(out, resume_from_checkpoint=latest_checkpoint(out), **overrides)
+    metrics = function(recipe, args)
+    log[name] = {"wall_seconds": round(time.perf_counter() - start, 1), **metrics}
+    print(f"[{name}] {json.dumps(log[name], default=str)}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data/turkish")
+    parser.add_argument("--work-dir", default="outputs/embedded")
+    parser.add_argument("--install-to", default=str(PACKAGE_MODEL_DIR))
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--intermediate-size", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--pretrain-steps", type=int, default=6000)
+    parser.add_argument("--sft1-steps", type=int, default=900)
+    parser.add_argument("--sft2-steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    data, work = Path(args.data_dir), Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "recipe_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    start = time.perf_counter()
+
+    tokenizer_dir = work / "tokenizer"
+    if not (tokenizer_dir / "tokenizer.json").exists():
+        t0 = time.perf_counter()
+        train_tokenizer(data / "corpus" / "train.txt", tokenizer_dir, args.vocab_size)
+        log["tokenizer"] = {"wall_seconds": round(time.perf_counter() - t0, 1)}
+    init_dir = work / "init"
+    if not (init_dir / "config.json").exists():
+        initial_model(tokenizer_dir, init_dir, args)
+
+    corpus = RecipeArguments(
+        model=str(init_dir), train_file=str(data / "corpus" / "train.txt"),
+        validation_file=str(data / "corpus" / "validation.txt"), block_size=args.block_size,
+    )  # fmt: skip
+    pretrained = run_stage(
+        "pretrain", work, log, run_pretraining, corpus, max_steps=args.pretrain_steps, learning_rate=1.5e-3,
+        warmup_steps=300, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
+    )  # fmt: skip
+    instruct = str(data / "instruct" / "tr_instruct.jsonl")
+    stage1 = run_stage(
+        "sft1", work, log, run_instruction_tuning,
+        RecipeArguments(model=str(pretrained), train_file=instruct, tasks=LINGUISTIC_TASKS, max_length=256,
+                        truncate=True),
+        max_steps=args.sft1_steps, learning_rate=5e-4, warmup_steps=50, per_device_train_batch_size=16,
+    )  # fmt: skip
+    stage2 = run_stage(
+        "sft2", work, log, run_instruction_tuning,
+        RecipeArguments(model=str(stage1), train_file=instruct, exclude_tasks=LINGUISTIC_TASKS, max_length=256,
+                        truncate=True),
+        max_steps=args.sft2_steps, learning_rate=3e-4, warmup_steps=30, per_device_train_batch_size=16,
+    )  # fmt: skip
+
+    install = Path(args.install_to)
+    if install.exists():
+        shutil.rmtree(install)
+    model = AutoModelForMaskedDiffusion.from_pretrained(stage2, dtype=torch.float32)
+    model.generation_config.update(**GENERATION_DEFAULTS)
+    model.half().save_pretrained(install)
+    PreTrainedTokenizerFast.from_pretrained(stage2).save_pretrained(install)
+    log["total_wall_seconds"] = round(sum(v.get("wall_seconds", 0) for v in log.values() if isinstance(v, dict)), 1)
+    log_path.write_text(json.dumps(log, indent=2, default=str))
+    size = sum(f.stat().st_size for f in install.iterdir())
+    print(f"installed {install} ({size / 2**20:.1f} MiB); log in {log_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Training recipes shared by `mdlm train` and the examples: pretraining (optionally with LoRA) and instruction tuning.
+
+Both are thin: load the data with `datasets`, prepare it, build a [`MaskedDiffusionTrainer`] and run it; what is left
+is choosing the model, the data and the arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset, load_dataset
+from transformers import AutoTokenizer
+
+from ..modeling_auto import AutoModelForMaskedDiffusion
+from .arguments import MaskedDiffusionTrainingArguments
+from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
+from .data import format_instruction_dataset, pack_dataset
+from .lora import MODERNBERT_LORA_TARGETS, add_lora, diffutron_lora_config, merge_lora
+from .trainer import MaskedDiffusionTrainer
+
+
+@dataclass
+class RecipeArguments:
+    """What to train and on which data (the training loop itself is set by `MaskedDiffusionTrainingArguments`)."""
+
+    model: str = field(metadata={"help": "Model folder, Hub id or alias to start from."})
+    train_file: str = field(metadata={"help": "Text file (one document per line) or JSON lines file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Held-out file of the same kind."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
+    text_column: str = field(default="text", metadata={"help": "Text column of a JSON corpus."})
+    block_size: int = field(default=128, metadata={"help": "Pretraining: tokens per packed block."})
+    max_length: int | None = field(default=None, metadata={"help": "SFT: longest row, in tokens."})
+    truncate: bool = field(default=False, metadata={"help": "SFT: cut rows longer than max_length."})
+    tasks: str | None = field(default=None, metadata={"help": "SFT: comma-separated `task` values to keep."})
+    exclude_tasks: str | None = field(default=None, metadata={"help": "SFT: comma-separated `task` values to drop."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N rows (quick runs)."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of every weight."})
+    lora_r: int = field(default=256, metadata={"help": "LoRA rank (Diffutron: 256)."})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (Diffutron: 256)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (Diffutron: 0.05)."})
+    lora_targets: str = field(
+        default=",".join(MODERNBERT_LORA_TARGETS), metadata={"help": "Comma-separated module names to adapt."}
+    )
+    merge_lora: bool = field(default=True, metadata={"help": "Save the merged model (else only the adapter)."})
+
+
+def _load_rows(path: str, limit: int | None) -> Dataset:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such data file: {path}")
+    kind = "json" if path.endswith((".json", ".jsonl")) else "text"
+    dataset = load_dataset(kind, data_files=path, split="train")
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
+def _filter_tasks(dataset: Dataset, recipe: RecipeArguments) -> Dataset:
+    if not (recipe.tasks or recipe.exclude_tasks):
+        return dataset
+    if "task" not in dataset.column_names:
+        raise ValueError("`tasks`/`exclude_tasks` need a `task` column in the instruction data.")
+    keep = set(recipe.tasks.split(",")) if recipe.tasks else None
+    drop = set(recipe.exclude_tasks.split(",")) if recipe.exclude_tasks else set()
+    filtered = dataset.filter(lambda row: (keep is None or row["task"] in keep) and row["task"] not in drop)
+    if len(filtered) == 0:
+        raise ValueError(f"No rows left after filtering tasks (keep={keep}, drop={drop}).")
+    return filtered
+
+
+def _model_and_tokenizer(recipe: RecipeArguments) -> tuple[Any, Any]:
+    tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer or recipe.model)
+    model = AutoModelForMaskedDiffusion.from_pretrained(recipe.model)
+    if recipe.lora:
+        model = add_lora(
+            model,
+            diffutron_lora_config(
+                r=recipe.lora_r,
+                lora_alpha=recipe.lora_alpha,
+                lora_dropout=recipe.lora_dropout,
+                target_modules=[name.strip() for name in recipe.lora_targets.split(",") if name.strip()],
+            ),
+        )
+    return model, tokenizer
+
+
+def _train_and_save(
+    recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments, model: Any, tokenizer: Any, **trainer_kwargs: Any
+) -> dict[str, Any]:
+    trainer = MaskedDiffusionTrainer(model=model, args=args, processing_class=tokenizer, **trainer_kwargs)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    seconds = time.perf_counter() - start
+    metrics = dict(result.metrics)
+    if trainer_kwargs.get("eval_dataset") is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.is_world_process_zero():
+        final = trainer.model
+        if recipe.lora and recipe.merge_lora:
+            final = merge_lora(trainer.model)
+        final.save_pretrained(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
+        trainer.model = final
+        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(args.output_dir)))
+        summary = {"wall_seconds": round(seconds, 1), "metrics": metrics, "summary": trainer.training_summary()}
+        with open(os.path.join(args.output_dir, "training_summary.json"), "w") as handle:
+            json.dump(summary, handle, indent=2, default=str)
+    return metrics
+
+
+def run_pretraining(recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments) -> dict[str, Any]:
+    """Pretrain (or continue pretraining, e.g. with `lora=True`) on a corpus packed into `block_size` blocks."""
+    model, tokenizer = _model_and_tokenizer(recipe)
+    train = pack_dataset(_load_rows(recipe.train_file, recipe.limit), tokenizer, recipe.block_size,
+                         text_column=recipe.text_column)  # fmt: skip
+    evaluation = None
+    if recipe.validation_file:
+        evaluation = pack_dataset(_load_rows(recipe.validation_file, None), tokenizer, recipe.block_size,
+                                  text_column=recipe.text_column)  # fmt: skip
+    collator = DataCollatorForMaskedDiffusion(
+        tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
+    )
+    return _train_and_save(
+        recipe, args, model, tokenizer, train_dataset=train, eval_dataset=evaluation, data_collator=collator
+    )
+
+
+def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments) -> dict[str, Any]:
+    """Instruction-tune on `instruction`/`input`/`output` or `messages` rows with the chat template."""
+    model, tokenizer = _model_and_tokenizer(recipe)
+    rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
+    train = format_instruction_dataset(rows, tokenizer, max_length=recipe.max_length, truncate=recipe.truncate)
+    evaluation = None
+    if recipe.validation_file:
+        held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe)
+        evaluation = format_instruction_dataset(
+            held_out, tokenizer, max_length=recipe.max_length, truncate=recipe.truncate
+        )
+    collator = DataCollatorForMaskedDiffusionSFT(
+        tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
+    )
+    return _train_and_save(
+        recipe, args, model, tokenizer, train_dataset=train, eval_dataset=evaluation, data_collator=collator
+    )
