@@ -127,7 +127,6 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "recipe_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
-    start = time.perf_counter()
 
     tokenizer_dir = work / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():
