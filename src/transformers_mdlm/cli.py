@@ -2,7 +2,8 @@
 
 - `mdlm generate`: one-shot generation from arguments or standard input;
 - `mdlm chat`: an interactive multi-turn chat that shows each answer denoising live;
-- `mdlm train pretrain|sft`: the training recipes (`RecipeArguments` + `MaskedDiffusionTrainingArguments` flags).
+- `mdlm train pretrain|sft`: the training recipes (`RecipeArguments` + `MaskedDiffusionTrainingArguments` flags);
+- `mdlm eval`: the evidence bound and CETVEL-style Turkish tasks, as JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="interactive multi-turn chat that shows each answer denoising live")
     chat.add_argument("--system", help="system message")
+
+    evaluate = commands.add_parser("eval", help="evaluate: perplexity (evidence bound), xcopa_tr, exams_tr, xquad_tr")
+    evaluate.add_argument("--model", help="model folder, Hub id or alias (default: the embedded model)")
+    evaluate.add_argument("--tasks", default="perplexity", help="comma-separated tasks")
+    evaluate.add_argument("--data-dir", default="../shared/data/turkish/eval", help="folder of {task}_{split}.jsonl")
+    evaluate.add_argument("--split", default="validation")
+    evaluate.add_argument("--text-file", help="perplexity: one text per line")
+    evaluate.add_argument("--limit", type=int, help="first N items of each task")
+    evaluate.add_argument("--num-samples", type=int, default=32, help="Monte-Carlo draws of the evidence bound")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--max-new-tokens", type=int, default=32, help="xquad_tr: answer length")
+    evaluate.add_argument("--steps", type=int, default=None, help="xquad_tr: denoising steps")
+    evaluate.add_argument("--output", help="write the JSON here too")
 
     for command in (generate, chat):
         command.add_argument("--model", help="model folder, Hub id or alias (default: the embedded model)")
@@ -180,6 +194,23 @@ def run_train(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_model
+
+    generation = {"max_new_tokens": args.max_new_tokens, "steps": args.steps or args.max_new_tokens}
+    report = evaluate_model(
+        args.model, [task.strip() for task in args.tasks.split(",") if task.strip()], data_dir=args.data_dir,
+        split=args.split, text_file=args.text_file, limit=args.limit, num_samples=args.num_samples, seed=args.seed,
+        generation=generation,
+    )  # fmt: skip
+    text = json.dumps(report, ensure_ascii=False, indent=2)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
@@ -192,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "eval":
+            return run_eval(args)
         return run_chat(args)
     except (ValueError, TypeError, OSError) as error:
         print(f"mdlm {args.command}: {error}", file=sys.stderr)

@@ -1,0 +1,132 @@
+"""An lm-evaluation-harness model class for masked diffusion models, registered as `mdlm`.
+
+    lm_eval --model mdlm --model_args pretrained=diffutron,num_samples=32 --tasks xcopa_tr
+
+Importing this module (which needs the optional `lm-eval` extra) registers the class. Log-likelihoods are minus the
+evidence bound (a lower bound; see `transformers_mdlm.evaluation.likelihood`), so `loglikelihood` answers what
+lm-eval's multiple-choice and perplexity tasks need; `is_greedy` is whether the continuation equals the greedy
+infilling of its masked tokens. `generate_until` runs `model.generate` and cuts at the stop strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from .likelihood import evidence_bound
+
+
+@register_model("mdlm", "masked-diffusion")
+class MaskedDiffusionLM(LM):
+    """lm-eval adapter over any model that `AutoModelForMaskedDiffusion` loads.
+
+    Args:
+        pretrained: folder, Hub id or alias of the model (or a loaded model with `tokenizer=`).
+        num_samples: Monte-Carlo draws of the evidence bound per request. seed: their seed.
+        max_length: longest scored window, in tokens (default: the model's positions).
+        generation kwargs: any `MaskedDiffusionGenerationConfig` parameter, used by `generate_until`.
+    """
+
+    def __init__(
+        self,
+        pretrained: Any = None,
+        tokenizer: Any = None,
+        num_samples: int = 32,
+        seed: int = 0,
+        batch_size: int | str = 64,
+        max_length: int | None = None,
+        device: str | None = None,
+        **generation_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoTokenizer
+
+        from ..hub import default_model_path, resolve_model_name
+        from ..modeling_auto import AutoModelForMaskedDiffusion
+
+        if pretrained is None:
+            pretrained = default_model_path()
+        if isinstance(pretrained, str):
+            name = resolve_model_name(pretrained)
+            self.model = AutoModelForMaskedDiffusion.from_pretrained(name, dtype=torch.float32)
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
+        else:
+            self.model, self.tokenizer = pretrained, tokenizer
+        if device:
+            self.model.to(device)
+        self.model.eval()
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.batch = int(batch_size) if str(batch_size).isdigit() else 64
+        self.max_length = int(max_length) if max_length else (self.model.max_sequence_length() or 512)
+        self.generation_kwargs = {key: _parse(value) for key, value in generation_kwargs.items()}
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        results = []
+        for request in requests:
+            context, continuation = request.args
+            context_ids = self._encode(context)
+            continuation_ids = self._encode(continuation)
+            ids = (context_ids + continuation_ids)[-self.max_length :]
+            context_length = max(len(ids) - len(continuation_ids), 0)
+            (bound,) = evidence_bound(
+                self.model, [ids], mask_token_id=self.tokenizer.mask_token_id, context_lengths=[context_length],
+                num_samples=self.num_samples, seed=self.seed, batch_size=self.batch,
+            )  # fmt: skip
+            results.append((-bound.nats, self._is_greedy(ids, context_length)))
+        return results
+
+    @torch.no_grad()
+    def _is_greedy(self, ids: list[int], context_length: int) -> bool:
+        masked = torch.tensor([ids[:context_length] + [self.tokenizer.mask_token_id] * (len(ids) - context_length)])
+        filled = self.model.infill(masked, steps=max(len(ids) - context_length, 1), block_length=len(ids))
+        return filled[0, context_length:].tolist() == ids[context_length:]
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        results = []
+        for request in requests:
+            (text,) = request.args
+            ids = self._encode(text)
+            windows = [ids[i : i + self.max_length] for i in range(0, len(ids), self.max_length)] or [[]]
+            bounds = evidence_bound(
+                self.model, windows, mask_token_id=self.tokenizer.mask_token_id, num_samples=self.num_samples,
+                seed=self.seed, batch_size=self.batch,
+            )  # fmt: skip
+            results.append(-sum(b.nats for b in bounds))
+        return results
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        outputs = []
+        for request in requests:
+            context, gen_kwargs = request.args
+            gen_kwargs = dict(gen_kwargs or {})
+            until = gen_kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(gen_kwargs.pop("max_gen_toks", self.generation_kwargs.get("max_new_tokens", 64)))
+            settings = {**self.generation_kwargs, "max_new_tokens": max_new}
+            settings.setdefault("steps", max_new)
+            ids = torch.tensor([self._encode(context)[-(self.max_length - max_new) :]], dtype=torch.long)
+            out = self.model.generate(ids, tokenizer=self.tokenizer, **settings)
+            text = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+            for stop in until:
+                if stop and stop in text:
+                    text = text[: text.index(stop)]
+            outputs.append(text)
+        return outputs
+
+
+def _parse(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)

@@ -1,0 +1,194 @@
+"""CETVEL-style Turkish tasks: multiple choice by conditional likelihood (XCOPA-tr, EXAMS-tr, any jsonl spec) and
+generative QA (XQuAD-tr, exact match and F1).
+
+Multiple-choice items are scored as CETVEL and lm-evaluation-harness score them: each choice's continuation is scored
+given the item's context, and the best score wins. For a masked diffusion model the score is minus the evidence bound
+of the continuation (a lower bound on its log-likelihood, see [`evidence_bound`]); every choice of an item is scored
+with the same random numbers. Reported: `acc` (raw score), `acc_norm` (score per character of the choice, lm-eval's
+length normalisation) and `acc_per_token` (score per token).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .likelihood import evidence_bound
+
+
+@dataclass
+class MultipleChoiceItem:
+    context: str
+    choices: list[str]
+    label: int
+
+
+@dataclass
+class MultipleChoiceTask:
+    """A multiple-choice task read from `{name}_{split}.jsonl`; `build` turns a row into an item.
+
+    Any jsonl with `context`, `choices` (list) and `label` (index) columns works with the default `build`; pass your
+    own to map other columns.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any]], MultipleChoiceItem]
+
+    def load(
+        self, data_dir: str | Path, split: str = "validation", limit: int | None = None
+    ) -> list[MultipleChoiceItem]:
+        path = Path(data_dir) / f"{self.name}_{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"No data for task {self.name!r}: {path} does not exist.")
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [self.build(row) for row in rows[:limit]]
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text else text
+
+
+def _xcopa_item(row: dict[str, Any]) -> MultipleChoiceItem:
+    # lm-eval's xcopa_tr template: "<premise without final period> çünkü|bu yüzden" + " <choice, lower-cased first>".
+    connector = {"cause": "çünkü", "effect": "bu yüzden"}[row["question"]]
+    premise = row["premise"].strip()
+    premise = premise[:-1] if premise.endswith(".") else premise
+    return MultipleChoiceItem(
+        context=f"{premise} {connector}",
+        choices=[" " + _lower_first(row["choice1"]), " " + _lower_first(row["choice2"])],
+        label=int(row["label"]),
+    )
+
+
+def _exams_item(row: dict[str, Any]) -> MultipleChoiceItem:
+    return MultipleChoiceItem(
+        context=f"Soru: {row['question'].strip()}\nCevap:",
+        choices=[" " + choice.strip() for choice in row["choices"]],
+        label=int(row["label"]),
+    )
+
+
+def _generic_item(row: dict[str, Any]) -> MultipleChoiceItem:
+    return MultipleChoiceItem(context=row["context"], choices=list(row["choices"]), label=int(row["label"]))
+
+
+MULTIPLE_CHOICE_TASKS: dict[str, MultipleChoiceTask] = {
+    "xcopa_tr": MultipleChoiceTask("xcopa_tr", _xcopa_item),
+    "exams_tr": MultipleChoiceTask("exams_tr", _exams_item),
+}
+
+
+def generic_multiple_choice_task(name: str) -> MultipleChoiceTask:
+    """A task over `{name}_{split}.jsonl` rows holding `context`, `choices` and `label`."""
+    return MultipleChoiceTask(name, _generic_item)
+
+
+def score_multiple_choice(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[MultipleChoiceItem],
+    *,
+    num_samples: int = 32,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Accuracy of picking each item's highest-scoring choice, with lm-eval's normalisations."""
+    if not items:
+        raise ValueError("No items to score.")
+    correct = Counter()
+    for item in items:
+        context = tokenizer(item.context, add_special_tokens=False)["input_ids"]
+        sequences, lengths = [], []
+        for choice in item.choices:
+            full = tokenizer(item.context + choice, add_special_tokens=False)["input_ids"]
+            # Score the tokens after the context (tokenizing the joined text keeps the boundary natural).
+            shared = _common_prefix(context, full)
+            sequences.append(full)
+            lengths.append(shared)
+        bounds = evidence_bound(
+            model, sequences, mask_token_id=tokenizer.mask_token_id, context_lengths=lengths, num_samples=num_samples,
+            seed=seed, batch_size=batch_size,
+        )  # fmt: skip
+        scores = [-bound.nats for bound in bounds]
+        per_char = [score / max(len(choice), 1) for score, choice in zip(scores, item.choices, strict=True)]
+        per_token = [-bound.nats_per_token for bound in bounds]
+        for metric, values in (("acc", scores), ("acc_norm", per_char), ("acc_per_token", per_token)):
+            correct[metric] += int(max(range(len(values)), key=values.__getitem__) == item.label)
+    return {metric: correct[metric] / len(items) for metric in ("acc", "acc_norm", "acc_per_token")} | {
+        "n": len(items)
+    }
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return min(length, len(b) - 1) if b else 0
+
+
+# --------------------------------------------------------------------------- generative QA
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style normalisation (Turkish-aware lower-casing, no punctuation, single spaces)."""
+    text = text.replace("I", "ı").replace("İ", "i").lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation) | {"’", "‘", "“", "”"})
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(answer) for answer in answers))
+
+
+def f1_score(prediction: str, answers: Sequence[str]) -> float:
+    def f1(pred: str, gold: str) -> float:
+        pred_tokens, gold_tokens = normalize_answer(pred).split(), normalize_answer(gold).split()
+        common = Counter(pred_tokens) & Counter(gold_tokens)
+        overlap = sum(common.values())
+        if not pred_tokens or not gold_tokens:
+            return float(pred_tokens == gold_tokens)
+        if overlap == 0:
+            return 0.0
+        precision, recall = overlap / len(pred_tokens), overlap / len(gold_tokens)
+        return 2 * precision * recall / (precision + recall)
+
+    return max(f1(prediction, answer) for answer in answers)
+
+
+def load_xquad(data_dir: str | Path, split: str = "validation", limit: int | None = None) -> list[dict[str, Any]]:
+    path = Path(data_dir) / f"xquad_tr_{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"No data for task 'xquad_tr': {path} does not exist.")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows[:limit]
+
+
+def xquad_answers(row: dict[str, Any]) -> list[str]:
+    answers = row["answers"]
+    if isinstance(answers, dict):
+        return list(answers.get("text", []))
+    return [a["text"] if isinstance(a, dict) else str(a) for a in answers]
+
+
+def score_xquad(
+    pipe: Any, rows: Sequence[dict[str, Any]], batch_size: int = 8, **generate_kwargs: Any
+) -> dict[str, float]:
+    """Exact match and F1 of the pipeline's answers (one user turn: the passage, then the question)."""
+    if not rows:
+        raise ValueError("No XQuAD rows to score.")
+    conversations = [
+        [{"role": "user", "content": f"{row['context'].strip()}\n\nSoru: {row['question'].strip()}"}] for row in rows
+    ]
+    outputs = pipe(conversations, batch_size=batch_size, **generate_kwargs)
+    predictions = [output[0]["generated_text"][-1]["content"] for output in outputs]
+    em = sum(exact_match(p, xquad_answers(r)) for p, r in zip(predictions, rows, strict=True)) / len(rows)
+    f1 = sum(f1_score(p, xquad_answers(r)) for p, r in zip(predictions, rows, strict=True)) / len(rows)
+    return {"exact_match": em, "f1": f1, "n": len(rows)}

@@ -1,0 +1,195 @@
+"""Evaluation: the evidence bound against exact enumeration, multiple choice, QA metrics, `mdlm eval`, lm-eval."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import MASK, make_tiny_tokenizer
+from test_training import counting_dataset, small_model
+from transformers_mdlm.cli import main
+from transformers_mdlm.evaluation import (
+    MultipleChoiceItem,
+    evidence_bound,
+    exact_match,
+    f1_score,
+    score_multiple_choice,
+    unigram_bound,
+)
+
+
+def exact_bound(model, tokens: list[int], context: int = 0) -> float:
+    """sum_k (1/k) mean_{|S|=k} sum_{i in S} -log p(x_i | x with S masked), by enumerating every subset S."""
+    length = len(tokens) - context
+    total = 0.0
+    for k in range(1, length + 1):
+        subsets = list(itertools.combinations(range(context, len(tokens)), k))
+        inputs = torch.tensor(tokens).repeat(len(subsets), 1)
+        masks = torch.zeros_like(inputs, dtype=torch.bool)
+        for row, subset in enumerate(subsets):
+            masks[row, list(subset)] = True
+        with torch.no_grad():
+            logp = model(input_ids=inputs.masked_fill(masks, MASK)).logits.double().log_softmax(-1)
+        nll = -logp.gather(-1, inputs[..., None]).squeeze(-1)
+        total += float((nll * masks).sum()) / len(subsets) / k
+    return total
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return small_model(initializer_range=0.3)
+
+
+def test_estimator_is_unbiased_against_exact_enumeration(model):
+    tokens = [20, 31, 27, 45, 22, 38]
+    exact = exact_bound(model, tokens)
+    (estimate,) = evidence_bound(model, [tokens], num_samples=3000, seed=0, batch_size=500)
+    assert abs(estimate.nats - exact) < 4 * estimate.standard_error
+    assert estimate.standard_error < 0.02 * exact  # 3000 draws pin it down
+    # Over seeds, small-sample estimates average to the exact value too.
+    means = [evidence_bound(model, [tokens], num_samples=8, seed=s)[0].nats for s in range(200)]
+    assert abs(sum(means) / len(means) - exact) < 0.01 * exact + 4 * (
+        torch.tensor(means).std().item() / math.sqrt(200)
+    )
+
+
+def test_conditional_bound_scores_only_the_continuation(model):
+    tokens = [20, 31, 27, 45, 22, 38]
+    exact = exact_bound(model, tokens, context=3)
+    (estimate,) = evidence_bound(model, [tokens], context_lengths=[3], num_samples=2000, seed=1, batch_size=500)
+    assert estimate.num_tokens == 3
+    assert abs(estimate.nats - exact) < 4 * estimate.standard_error
+    assert estimate.nats < exact_bound(model, tokens)  # fewer tokens to pay for
+
+
+def test_bound_is_deterministic_for_a_seed(model):
+    a = evidence_bound(model, [[20, 21, 22, 23]], num_samples=16, seed=3)
+    b = evidence_bound(model, [[20, 21, 22, 23]], num_samples=16, seed=3)
+    c = evidence_bound(model, [[20, 21, 22, 23]], num_samples=16, seed=4)
+    assert a == b and a != c
+    with pytest.raises(ValueError, match="num_samples"):
+        evidence_bound(model, [[20, 21]], num_samples=1)
+
+
+@pytest.fixture(scope="module")
+def counting_model(tmp_path_factory):
+    """A tiny model trained on the counting language (see test_training), saved with its tokenizer."""
+    from test_training import args
+    from transformers_mdlm import MaskedDiffusionTrainer
+
+    path = tmp_path_factory.mktemp("counting")
+    model = small_model()
+    MaskedDiffusionTrainer(
+        model=model, train_dataset=counting_dataset(), processing_class=make_tiny_tokenizer(),
+        args=args(path, per_device_train_batch_size=32, max_steps=300, learning_rate=3e-3, warmup_steps=20),
+    ).train()  # fmt: skip
+    model.save_pretrained(path / "model")
+    make_tiny_tokenizer().save_pretrained(path / "model")
+    return path / "model"
+
+
+def _words(ids: list[int]) -> str:
+    return " ".join(make_tiny_tokenizer().convert_ids_to_tokens(ids))
+
+
+def test_multiple_choice_picks_the_planted_answer(counting_model):
+    from transformers_mdlm import AutoModelForMaskedDiffusion
+
+    model = AutoModelForMaskedDiffusion.from_pretrained(counting_model)
+    tokenizer = make_tiny_tokenizer()
+    items = []
+    for start in range(0, 40, 4):
+        context = [20 + (start + i) % 40 for i in range(6)]
+        right = [20 + (start + 6 + i) % 40 for i in range(3)]
+        wrong = [20 + (start + 17 + 3 * i) % 40 for i in range(3)]
+        label = start % 2
+        choices = [" " + _words(wrong), " " + _words(right)] if label else [" " + _words(right), " " + _words(wrong)]
+        items.append(MultipleChoiceItem(context=_words(context), choices=choices, label=label))
+    scores = score_multiple_choice(model, tokenizer, items, num_samples=16)
+    assert scores["n"] == 10
+    assert scores["acc"] >= 0.9 and scores["acc_norm"] >= 0.9
+
+
+def test_unigram_baseline_by_hand():
+    tokenizer = make_tiny_tokenizer()
+    bound = unigram_bound(tokenizer, ["w1 w1 w2"], ["w1 w2"])
+    vocab = len(tokenizer)
+    expected = -(math.log(3 / (vocab + 3)) + math.log(2 / (vocab + 3)))
+    assert bound.nats == pytest.approx(expected)
+    assert bound.num_characters == 5 and bound.bits_per_character == pytest.approx(expected / math.log(2) / 5)
+
+
+def test_qa_metrics():
+    assert exact_match("Ankara.", ["ankara"]) == 1.0
+    assert exact_match("İSTANBUL", ["istanbul"]) == 1.0
+    assert f1_score("başkent Ankara", ["Ankara"]) == pytest.approx(2 / 3)
+    assert f1_score("İzmir", ["Ankara"]) == 0.0
+
+
+def test_mdlm_eval_writes_the_json(counting_model, tmp_path, capsys):
+    data = tmp_path / "eval"
+    data.mkdir()
+    rows = []
+    for start in range(5):
+        context = [20 + (start + i) % 40 for i in range(6)]
+        right = [20 + (start + 6 + i) % 40 for i in range(2)]
+        rows.append({"context": _words(context), "choices": [" " + _words(right), " w80 w81"], "label": 0})
+    (data / "planted_validation.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(_words([20 + (s + i) % 40 for i in range(12)]) for s in range(6)))
+    output = tmp_path / "results.json"
+    code = main(["eval", "--model", str(counting_model), "--tasks", "perplexity,planted", "--data-dir", str(data),
+                 "--text-file", str(texts), "--num-samples", "8", "--output", str(output)])  # fmt: skip
+    assert code == 0
+    report = json.loads(output.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert set(report["results"]) == {"perplexity", "planted"}
+    perplexity = report["results"]["perplexity"]
+    assert perplexity["n"] == 6 and perplexity["tokens"] == 72 and perplexity["bits_per_character"] > 0
+    assert perplexity["bits_per_character"] < unigram_bound(make_tiny_tokenizer(), texts.read_text().splitlines(),
+                                                              texts.read_text().splitlines()).bits_per_character  # fmt: skip
+    assert report["results"]["planted"]["n"] == 5 and report["results"]["planted"]["acc"] == 1.0
+    assert report["config"]["num_samples"] == 8 and "wall_seconds" in report["config"]
+
+
+def test_mdlm_eval_bad_input(counting_model, tmp_path, capsys):
+    assert main(["eval", "--model", str(counting_model), "--tasks", "nope", "--data-dir", str(tmp_path)]) == 2
+    assert "Unknown task" in capsys.readouterr().err
+    assert main(["eval", "--model", str(counting_model), "--tasks", "perplexity"]) == 2
+    assert "text_file" in capsys.readouterr().err
+
+
+def test_lm_eval_adapter_on_a_local_task(counting_model, tmp_path):
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    import transformers_mdlm.evaluation.lm_eval_adapter  # noqa: F401  (registers "mdlm")
+
+    rows = []
+    for start in range(6):
+        context = [20 + (start + i) % 40 for i in range(6)]
+        right = [20 + (start + 6 + i) % 40 for i in range(2)]
+        rows.append({"context": _words(context), "choices": [_words(right), "w80 w81"], "label": 0})
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "counting.yaml").write_text(
+        "task: counting_mc\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'data.jsonl'}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: '{{context}}'\n"
+        "doc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n"
+    )
+    results = lm_eval.simple_evaluate(
+        model="mdlm", model_args=f"pretrained={counting_model},num_samples=8", tasks=["counting_mc"],
+        task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
+    )  # fmt: skip
+    assert results["results"]["counting_mc"]["acc,none"] == 1.0
