@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 #: Short names accepted wherever a model id is.
@@ -51,6 +52,10 @@ def recommended_generation_settings(name_or_path: str | None) -> dict[str, Any]:
     return dict(DIFFUTRON_GENERATION_DEFAULTS) if resolve_model_name(name_or_path) in DIFFUTRON_REPOSITORIES else {}
 
 
+#: Where the package's embedded model lives (installed with the package).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
 def default_model_path() -> str | None:
     """The model `pipeline("masked-diffusion")` uses when none is given: the package's embedded model, if shipped."""
-    return None
+    return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "config.json").is_file() else None

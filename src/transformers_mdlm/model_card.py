@@ -20,6 +20,19 @@ DEFAULT_LIMITATIONS = (
 )
 
 
+def lora_settings(model: Any) -> dict[str, Any] | None:
+    """The LoRA settings of a peft model, as the model card lists them (`None` for a plain model)."""
+    if not hasattr(model, "peft_config"):
+        return None
+    adapter = next(iter(model.peft_config.values()))
+    return {
+        "r": adapter.r,
+        "alpha": adapter.lora_alpha,
+        "dropout": adapter.lora_dropout,
+        "target modules": ", ".join(sorted(adapter.target_modules)),
+    }
+
+
 def build_model_card(
     model: Any,
     *,
@@ -53,14 +66,8 @@ def build_model_card(
     """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = inner.config
-    if lora is None and hasattr(model, "peft_config"):
-        adapter = next(iter(model.peft_config.values()))
-        lora = {
-            "r": adapter.r,
-            "alpha": adapter.lora_alpha,
-            "dropout": adapter.lora_dropout,
-            "target modules": ", ".join(sorted(adapter.target_modules)),
-        }
+    if lora is None:
+        lora = lora_settings(model)
     generation = inner.generation_config
     repo_id = repo_id or model_name or getattr(inner, "name_or_path", None) or "path/to/model"
     card_data = ModelCardData(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
 import transformers
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -42,6 +43,9 @@ def register_pipeline() -> None:
                         'pipeline("masked-diffusion", model="diffutron") (the Hub id diffutron/DiffutronLM-0.3B-Instruct), '
                         "a local folder, or a model instance with its tokenizer."
                     )
+                # The embedded weights are stored in half precision; compute in float32 unless told otherwise.
+                if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+                    kwargs["dtype"] = torch.float32
             elif isinstance(model, str):
                 model = resolve_model_name(model)
         return original(task, model, *args, **kwargs)

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from datasets import Dataset, load_dataset
 from transformers import AutoTokenizer
 
+from ..model_card import lora_settings
 from ..modeling_auto import AutoModelForMaskedDiffusion
 from .arguments import MaskedDiffusionTrainingArguments
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
@@ -71,7 +73,8 @@ def _filter_tasks(dataset: Dataset, recipe: RecipeArguments) -> Dataset:
 
 def _model_and_tokenizer(recipe: RecipeArguments) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer or recipe.model)
-    model = AutoModelForMaskedDiffusion.from_pretrained(recipe.model)
+    # Weights train in float32 (mixed precision is the Trainer's `bf16`/`fp16`), whatever dtype they were saved in.
+    model = AutoModelForMaskedDiffusion.from_pretrained(recipe.model, dtype=torch.float32)
     if recipe.lora:
         model = add_lora(
             model,
@@ -97,12 +100,13 @@ def _train_and_save(
         metrics.update(trainer.evaluate())
     if trainer.is_world_process_zero():
         final = trainer.model
+        lora = lora_settings(final)
         if recipe.lora and recipe.merge_lora:
             final = merge_lora(trainer.model)
         final.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
         trainer.model = final
-        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(args.output_dir)))
+        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(args.output_dir)), lora=lora)
         summary = {"wall_seconds": round(seconds, 1), "metrics": metrics, "summary": trainer.training_summary()}
         with open(os.path.join(args.output_dir, "training_summary.json"), "w") as handle:
             json.dump(summary, handle, indent=2, default=str)

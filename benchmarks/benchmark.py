@@ -1,0 +1,291 @@
+"""Speed and memory of masked diffusion decoding and training, against the authors' reference loop.
+
+Run (CPU, about 10 minutes on 2 cores):
+
+    python benchmarks/benchmark.py generation --model mmbert --repeats 2
+    python benchmarks/benchmark.py generation --model embedded
+    python benchmarks/benchmark.py fast-decoding
+    python benchmarks/benchmark.py training
+
+`generation` decodes fixed prompts with this package and with the reference loop (a literal restatement of the
+Diffutron authors' sampler: logits at every position, Python loops over the batch, float64 Gumbel noise), in the same
+process, and reports wall time per generated token, forward passes per token, peak memory (the process's resident
+high-water mark, reset before each method; CUDA's allocator peak on a GPU) and whether the greedy tokens agree.
+`--model mmbert` builds an mmBERT-shaped random model (vocabulary 256,000, hidden 768, 22 layers) without slow
+initialisation; `--model embedded` uses the package's embedded Turkish model. `fast-decoding` compares the sampler's
+fast settings on the embedded model; `training` measures tokens per second. Markdown tables go to stdout, JSON to
+`--output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_sampler import reference_generate
+from transformers_mdlm import AutoModelForMaskedDiffusion
+
+#: Diffutron's short-answer settings (the paper's "short context" decoding).
+SHORT_SETTINGS = {"max_new_tokens": 64, "steps": 64, "block_length": 32}
+TURKISH_PROMPTS = [
+    "Türkiye'nin başkenti",
+    "Atatürk 1919 yılında Samsun'a çıktığında",
+    "Bu akşam yemekte",
+    "İstanbul Boğazı",
+]
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the resident-set high-water mark
+
+
+def peak_mib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def mmbert_shaped_model(device: str) -> tuple[Any, list[list[int]], int, int]:
+    from transformers import ModernBertConfig
+    from transformers.initialization import no_init_weights
+
+    config = ModernBertConfig(
+        vocab_size=256_000, hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12,
+        local_attention=128, global_attn_every_n_layers=3, max_position_embeddings=8192, pad_token_id=0,
+        eos_token_id=1, bos_token_id=2, cls_token_id=2, sep_token_id=1,
+    )  # fmt: skip
+    with no_init_weights():
+        model = AutoModelForMaskedDiffusion.from_config(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():  # fast random weights, wide enough to give varied predictions
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * (0.05 if parameter.dim() > 1 else 0.0))
+            if parameter.dim() == 1:
+                parameter.fill_(1.0) if parameter.shape[0] == config.hidden_size else parameter.zero_()
+    model.tie_weights()
+    model = model.to(device).eval()
+    mask_id, eos_id = 4, 1
+    model.generation_config.update(mask_token_id=mask_id, eos_token_id=eos_id)
+    prompts = [torch.randint(5, 256_000, (32,), generator=generator).tolist() for _ in range(4)]
+    return model, prompts, mask_id, eos_id
+
+
+def embedded_model(device: str) -> tuple[Any, list[list[int]], int, int, Any]:
+    from transformers import AutoTokenizer
+
+    from transformers_mdlm.hub import default_model_path
+
+    path = default_model_path()
+    if path is None:
+        raise SystemExit("The embedded model is not installed yet.")
+    model = AutoModelForMaskedDiffusion.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in TURKISH_PROMPTS]
+    return model, prompts, tokenizer.mask_token_id, tokenizer.eos_token_id, tokenizer
+
+
+def timed(function: Any, device: str) -> tuple[Any, float, float]:
+    reset_peak(device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = function()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start, peak_mib(device)
+
+
+def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
+    device = args.device
+    if args.model == "mmbert":
+        model, prompts, mask_id, eos_id = mmbert_shaped_model(device)
+    else:
+        model, prompts, mask_id, eos_id, _ = embedded_model(device)
+    settings = dict(SHORT_SETTINGS)
+    rows = []
+    for batch in (1, len(prompts)):
+        chosen = prompts[:batch]
+        width = max(len(p) for p in chosen)
+        ids = torch.zeros(batch, width, dtype=torch.long)
+        mask = torch.zeros(batch, width, dtype=torch.long)
+        for row, prompt in enumerate(chosen):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        times = {"ours": [], "reference": []}
+        peaks = {}
+        outputs = {}
+        for _ in range(args.repeats):  # interleaved, so that both see the same machine state
+            out, seconds, peak = timed(
+                lambda: model.generate(ids, attention_mask=mask, return_dict_in_generate=True, **settings), device
+            )
+            times["ours"].append(seconds)
+            peaks["ours"] = peak
+            outputs["ours"] = out
+            canvas, seconds, peak = timed(
+                lambda: reference_generate(model, chosen, mask_id=mask_id, eos_id=eos_id, **settings), device
+            )
+            times["reference"].append(seconds)
+            peaks["reference"] = peak
+            outputs["reference"] = canvas
+        ours_new = [outputs["ours"].sequences[r, width:].tolist() for r in range(batch)]
+        ref_new = [outputs["reference"][r, len(p) : len(p) + settings["max_new_tokens"]].tolist()
+                   for r, p in enumerate(chosen)]  # fmt: skip
+        tokens = batch * settings["max_new_tokens"]
+        best = {name: min(values) for name, values in times.items()}
+        rows.append({
+            "batch": batch,
+            "ours_ms_per_token": 1000 * best["ours"] / tokens,
+            "reference_ms_per_token": 1000 * best["reference"] / tokens,
+            "speedup": best["reference"] / best["ours"],
+            "forward_passes_per_token": outputs["ours"].nfe / settings["max_new_tokens"],
+            "ours_peak_mib": peaks["ours"],
+            "reference_peak_mib": peaks["reference"],
+            "greedy_tokens_equal": ours_new == ref_new,
+        })  # fmt: skip
+    return {"benchmark": "generation", "model": args.model, "device": device_name(device), "settings": settings,
+            "rows": rows}  # fmt: skip
+
+
+def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
+    """Quality vs speed of the fast settings on the embedded model: agreement with one-token-per-step decoding and the
+    evidence bound of the outputs under the model (lower = the model finds its own output likelier)."""
+    from transformers_mdlm.evaluation import evidence_bound
+
+    device = args.device
+    model, prompts, mask_id, eos_id, tokenizer = embedded_model(device)
+    new = 64
+    baseline_settings = {"max_new_tokens": new, "steps": new, "block_length": 32}
+    variants = {
+        "one token per step (reference schedule)": {},
+        "half the steps": {"steps": new // 2},
+        "quarter of the steps": {"steps": new // 4},
+        "threshold 0.9": {"confidence_threshold": 0.9},
+        "threshold 0.7": {"confidence_threshold": 0.7},
+        "threshold 0.5": {"confidence_threshold": 0.5},
+        "threshold 0.9 + stop at EOS": {"confidence_threshold": 0.9, "stop_on_eos": True},
+    }
+    results = []
+    baseline = None
+    for name, extra in variants.items():
+        settings = {**baseline_settings, **extra, "stop_on_eos": extra.get("stop_on_eos", False)}
+        outs, seconds, nfe = [], 0.0, 0
+        for prompt in prompts:
+            ids = torch.tensor([prompt], device=device)
+            start = time.perf_counter()
+            out = model.generate(ids, return_dict_in_generate=True, repetition_penalty=1.0, **settings)
+            seconds += time.perf_counter() - start
+            nfe += out.nfe
+            outs.append(out.sequences[0].tolist())
+        if baseline is None:
+            baseline = outs
+        agreement = sum(
+            a == b
+            for out, base, prompt in zip(outs, baseline, prompts, strict=True)
+            for a, b in zip(out[len(prompt) :], base[len(prompt) :], strict=True)
+        ) / (len(prompts) * new)
+        bounds = evidence_bound(model, outs, mask_token_id=mask_id, context_lengths=[len(p) for p in prompts],
+                                num_samples=32, seed=0)  # fmt: skip
+        results.append({
+            "decoding": name,
+            "forward_passes_per_token": nfe / (len(prompts) * new),
+            "ms_per_token": 1000 * seconds / (len(prompts) * new),
+            "agreement_with_reference_schedule": agreement,
+            "output_bound_nats_per_token": sum(b.nats for b in bounds) / sum(b.num_tokens for b in bounds),
+        })  # fmt: skip
+    return {"benchmark": "fast-decoding", "model": "embedded", "device": device_name(device), "rows": results}
+
+
+def bench_training(args: argparse.Namespace) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import ModernBertConfig
+
+    from transformers_mdlm import MaskedDiffusionTrainer, MaskedDiffusionTrainingArguments
+    from transformers_mdlm.hub import default_model_path
+
+    tokenizer = None
+    if default_model_path():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    if tokenizer is None:
+        raise SystemExit("The training benchmark uses the embedded model's tokenizer; install the model first.")
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
+        max_position_embeddings=256, local_attention=64, global_attn_every_n_layers=3, pad_token_id=0, eos_token_id=1,
+        bos_token_id=2, cls_token_id=2, sep_token_id=1,
+    )  # fmt: skip
+    block, batch, steps = 128, 32, args.train_steps
+    generator = torch.Generator().manual_seed(0)
+    rows_data = torch.randint(5, len(tokenizer), (batch * (steps + 5), block), generator=generator).tolist()
+    dataset = Dataset.from_dict({"input_ids": rows_data, "sample_id": list(range(len(rows_data)))})
+    rows = []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = AutoModelForMaskedDiffusion.from_config(config)
+        training_args = MaskedDiffusionTrainingArguments(
+            output_dir="/tmp/mdlm-bench", per_device_train_batch_size=batch, max_steps=steps, report_to=[],
+            save_strategy="no", use_cpu=not args.device.startswith("cuda"), bf16=precision == "bf16",
+            disable_tqdm=True, logging_steps=10_000,
+        )  # fmt: skip
+        trainer = MaskedDiffusionTrainer(model=model, args=training_args, train_dataset=dataset,
+                                         processing_class=tokenizer)  # fmt: skip
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        rows.append({"precision": precision, "parameters": sum(p.numel() for p in model.parameters()),
+                     "tokens_per_second": steps * batch * block / seconds, "steps": steps})  # fmt: skip
+    return {"benchmark": "training", "device": device_name(args.device), "block": block, "batch": batch, "rows": rows}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows = report["rows"]
+    keys = list(rows[0])
+    lines = [f"{report['benchmark']} ({report.get('model', '')}) on {report['device']}", "",
+             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]  # fmt: skip
+    for row in rows:
+        cells = [f"{v:.3g}" if isinstance(v, float) and not math.isnan(v) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("benchmark", choices=["generation", "fast-decoding", "training"])
+    parser.add_argument("--model", choices=["mmbert", "embedded"], default="mmbert")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=30)
+    parser.add_argument("--output", help="append the JSON report to this file")
+    args = parser.parse_args()
+    function = {"generation": bench_generation, "fast-decoding": bench_fast_decoding, "training": bench_training}
+    report = function[args.benchmark](args)
+    print(markdown(report))
+    if args.output:
+        with open(args.output, "a") as handle:
+            handle.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`mdlm train pretrain|sft`: the recipes behind the examples, on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import make_tiny_tokenizer
+from test_training import small_model
+from transformers_mdlm import AutoModelForMaskedDiffusion
+from transformers_mdlm.cli import main
+
+COMMON = ["--max_steps", "4", "--per_device_train_batch_size", "4", "--use_cpu", "--report_to", "none",
+          "--save_strategy", "no", "--learning_rate", "1e-3", "--disable_tqdm", "true"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    small_model().save_pretrained(path)
+    make_tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_pretraining_with_lora_merges_and_writes_a_card(base, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(f"w{(i + j) % 80}" for j in range(12)) for i in range(60)))
+    out = tmp_path / "pretrained"
+    code = main(["train", "pretrain", "--model", str(base), "--train_file", str(corpus), "--validation_file",
+                 str(corpus), "--block_size", "16", "--lora", "--lora_r", "4", "--lora_alpha", "8",
+                 "--output_dir", str(out), *COMMON])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["summary"]["optimizer steps"] == 4 and summary["wall_seconds"] > 0
+    assert "eval_loss" in summary["metrics"]
+    model = AutoModelForMaskedDiffusion.from_pretrained(out)  # merged: a plain model
+    assert type(model).__name__ == "ModernBertForMaskedDiffusion"
+    before = AutoModelForMaskedDiffusion.from_pretrained(base)
+    assert not torch.equal(model.model.layers[0].mlp.Wi.weight, before.model.layers[0].mlp.Wi.weight)
+    card = (out / "README.md").read_text()
+    assert "| r | 4 |" in card and "masked diffusion (MDLM)" in card
+
+
+def test_progressive_instruction_tuning_filters_tasks(base, tmp_path):
+    rows = [{"instruction": f"w{i}", "input": "", "output": f"w{i + 1} w{i + 2}", "task": "a" if i % 2 else "b"}
+            for i in range(40)]  # fmt: skip
+    data = tmp_path / "instruct.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--tasks", "a",
+                 "--output_dir", str(stage1), *COMMON]) == 0  # fmt: skip
+    assert main(["train", "sft", "--model", str(stage1), "--train_file", str(data), "--exclude_tasks", "a",
+                 "--output_dir", str(stage2), *COMMON]) == 0  # fmt: skip
+    assert (stage2 / "model.safetensors").is_file() and (stage2 / "tokenizer.json").is_file()
+
+
+def test_train_reports_bad_input(base, tmp_path, capsys):
+    data = tmp_path / "instruct.jsonl"
+    data.write_text(json.dumps({"instruction": "w1", "output": "w2", "task": "a"}))
+    assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--tasks", "zzz",
+                 "--output_dir", str(tmp_path / "o"), *COMMON]) == 2  # fmt: skip
+    assert "No rows left" in capsys.readouterr().err
+    assert main(["train", "pretrain", "--model", str(base), "--train_file", str(tmp_path / "missing.txt"),
+                 "--output_dir", str(tmp_path / "o"), *COMMON]) == 2  # fmt: skip
+    assert "No such data file" in capsys.readouterr().err
+    assert main(["train", "finetune"]) == 2
