@@ -138,13 +138,17 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
         outputs = {}
         for _ in range(args.repeats):  # interleaved, so that both see the same machine state
             out, seconds, peak = timed(
-                lambda: model.generate(ids, attention_mask=mask, return_dict_in_generate=True, **settings), device
+                lambda ids=ids, mask=mask: model.generate(
+                    ids, attention_mask=mask, return_dict_in_generate=True, **settings
+                ),
+                device,
             )
             times["ours"].append(seconds)
             peaks["ours"] = peak
             outputs["ours"] = out
             canvas, seconds, peak = timed(
-                lambda: reference_generate(model, chosen, mask_id=mask_id, eos_id=eos_id, **settings), device
+                lambda chosen=chosen: reference_generate(model, chosen, mask_id=mask_id, eos_id=eos_id, **settings),
+                device,
             )
             times["reference"].append(seconds)
             peaks["reference"] = peak
@@ -174,7 +178,7 @@ def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
     from transformers_mdlm.evaluation import evidence_bound
 
     device = args.device
-    model, prompts, mask_id, eos_id, tokenizer = embedded_model(device)
+    model, prompts, mask_id, _, _ = embedded_model(device)
     new = 64
     baseline_settings = {"max_new_tokens": new, "steps": new, "block_length": 32}
     variants = {
