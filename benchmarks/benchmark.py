@@ -20,6 +20,7 @@ fast settings on the embedded model; `training` measures tokens per second. Mark
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -190,15 +191,18 @@ def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
         "threshold 0.5": {"confidence_threshold": 0.5},
         "threshold 0.9 + stop at EOS": {"confidence_threshold": 0.9, "stop_on_eos": True},
     }
+    variants["bfloat16 weights (reference schedule)"] = {"dtype": torch.bfloat16}
     results = []
     baseline = None
     for name, extra in variants.items():
+        extra = dict(extra)
+        runner = copy.deepcopy(model).to(extra.pop("dtype")) if "dtype" in extra else model
         settings = {**baseline_settings, **extra, "stop_on_eos": extra.get("stop_on_eos", False)}
         outs, seconds, nfe = [], 0.0, 0
         for prompt in prompts:
             ids = torch.tensor([prompt], device=device)
             start = time.perf_counter()
-            out = model.generate(ids, return_dict_in_generate=True, repetition_penalty=1.0, **settings)
+            out = runner.generate(ids, return_dict_in_generate=True, repetition_penalty=1.0, **settings)
             seconds += time.perf_counter() - start
             nfe += out.nfe
             outs.append(out.sequences[0].tolist())

@@ -9,7 +9,8 @@ Stages (the Diffutron recipe at a scale this machine can run):
 1. tokenizer: a Unigram tokenizer (8,000 pieces, SentencePiece-style) trained with `tokenizers` on the corpus;
 2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
    a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
-3. sft1: instruction tuning on the linguistic tasks (NER, lemmatisation, POS tagging, verb/noun listing);
+3. sft1: Diffutron's chat markers become single tokens, then instruction tuning on the linguistic tasks (NER,
+   lemmatisation, POS tagging, verb/noun listing);
 4. sft2: instruction tuning on the rest (exam questions, Nutuk QA, speech titles), starting from stage 1;
 5. install: the final model in half precision, its tokenizer and generation defaults, copied into the package
    (`src/transformers_mdlm/default_model`), where `pipeline("masked-diffusion")` finds it.
@@ -34,6 +35,7 @@ from transformers_mdlm.training.recipe import RecipeArguments, run_instruction_t
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 LINGUISTIC_TASKS = "ner_extraction,lemmatization,pos_tagging,verb_noun_extraction"
+CHAT_MARKERS = ("[SYS]", "[/SYS]", "[Question]", "[/Question]", "[Answer]", "[/Answer]")
 PACKAGE_MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "transformers_mdlm" / "default_model"
 
 #: Decoding defaults of the embedded model, saved in its generation_config.json.
@@ -74,6 +76,20 @@ def initial_model(tokenizer_dir: Path, out: Path, args: argparse.Namespace) -> N
     torch.manual_seed(0)
     model = AutoModelForMaskedDiffusion.from_config(config)
     model.generation_config.update(mask_token_id=tokenizer.mask_token_id, **GENERATION_DEFAULTS)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def add_chat_markers(source: Path, out: Path) -> None:
+    """Give Diffutron's chat markers one token each before instruction tuning.
+
+    Split into pieces, `[/Answer]` is hard for a small model to spell and for the pipeline to find; as single (not
+    special, so that decoding keeps them) tokens, their embeddings start at the mean embedding and are learnt in SFT.
+    """
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    tokenizer.add_tokens(list(CHAT_MARKERS))
+    model = AutoModelForMaskedDiffusion.from_pretrained(source, dtype=torch.float32)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -145,10 +161,13 @@ def main() -> None:
         "pretrain", work, log, run_pretraining, corpus, max_steps=args.pretrain_steps, learning_rate=1.5e-3,
         warmup_steps=300, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
     )  # fmt: skip
+    chat_ready = work / "pretrain-chat"
+    if not (chat_ready / "config.json").exists():
+        add_chat_markers(pretrained, chat_ready)
     instruct = str(data / "instruct" / "tr_instruct.jsonl")
     stage1 = run_stage(
         "sft1", work, log, run_instruction_tuning,
-        RecipeArguments(model=str(pretrained), train_file=instruct, tasks=LINGUISTIC_TASKS, max_length=256,
+        RecipeArguments(model=str(chat_ready), train_file=instruct, tasks=LINGUISTIC_TASKS, max_length=256,
                         truncate=True),
         max_steps=args.sft1_steps, learning_rate=5e-4, warmup_steps=50, per_device_train_batch_size=16,
     )  # fmt: skip
@@ -165,6 +184,9 @@ def main() -> None:
     model = AutoModelForMaskedDiffusion.from_pretrained(stage2, dtype=torch.float32)
     model.generation_config.update(**GENERATION_DEFAULTS)
     model.half().save_pretrained(install)
+    # The weights are stored in half precision (half the size); the config asks for float32 compute on loading.
+    config_path = install / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "dtype": "float32"}, indent=2) + "\n")
     PreTrainedTokenizerFast.from_pretrained(stage2).save_pretrained(install)
     log["total_wall_seconds"] = round(sum(v.get("wall_seconds", 0) for v in log.values() if isinstance(v, dict)), 1)
     log_path.write_text(json.dumps(log, indent=2, default=str))

@@ -43,38 +43,19 @@ def modernbert_config(**overrides) -> ModernBertConfig:
     return ModernBertConfig(**values)
 
 
+def _bert_like(config_class, max_position_embeddings: int):
+    """A two-layer BERT-family configuration (BERT, RoBERTa, XLM-RoBERTa share their argument names)."""
+    return lambda: config_class(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=max_position_embeddings, initializer_range=0.5, **SPECIAL_IDS,
+    )  # fmt: skip
+
+
 ARCHITECTURE_CONFIGS = {
     "modernbert": modernbert_config,
-    "bert": lambda: BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=64,
-        initializer_range=0.5,
-        **SPECIAL_IDS,
-    ),
-    "roberta": lambda: RobertaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=66,
-        initializer_range=0.5,
-        **SPECIAL_IDS,
-    ),
-    "xlm-roberta": lambda: XLMRobertaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=66,
-        initializer_range=0.5,
-        **SPECIAL_IDS,
-    ),
+    "bert": _bert_like(BertConfig, 64),
+    "roberta": _bert_like(RobertaConfig, 66),  # RoBERTa's positions start after the pad id
+    "xlm-roberta": _bert_like(XLMRobertaConfig, 66),
     "distilbert": lambda: DistilBertConfig(
         vocab_size=VOCAB,
         dim=32,
@@ -84,7 +65,7 @@ ARCHITECTURE_CONFIGS = {
         max_position_embeddings=64,
         initializer_range=0.5,
         **SPECIAL_IDS,
-    ),
+    ),  # fmt: skip
 }
 
 

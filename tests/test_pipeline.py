@@ -193,7 +193,8 @@ def test_aliases_resolve_to_diffutron_offline_from_the_cache(tmp_path, tiny_mode
     assert report["mask"] == MASK and isinstance(report["out"][0]["generated_text"], str)
 
 
-def test_no_model_gives_a_clear_error():
+def test_no_model_and_no_embedded_model_gives_a_clear_error(monkeypatch):
+    monkeypatch.setattr("transformers_mdlm.pipelines.default_model_path", lambda: None)
     with pytest.raises(ValueError, match='model="diffutron"'):
         pipeline("masked-diffusion")
 

@@ -66,3 +66,27 @@ def test_train_reports_bad_input(base, tmp_path, capsys):
                  "--output_dir", str(tmp_path / "o"), *COMMON]) == 2  # fmt: skip
     assert "No such data file" in capsys.readouterr().err
     assert main(["train", "finetune"]) == 2
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "turkish"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/turkish is not present on this machine")
+def test_the_shared_turkish_data_prepares_with_the_embedded_tokenizer():
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    from transformers_mdlm import format_instruction_dataset, pack_dataset
+    from transformers_mdlm.hub import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    corpus = load_dataset("text", data_files=str(SHARED / "corpus" / "validation.txt"), split="train")
+    blocks = pack_dataset(corpus, tokenizer, block_size=128)
+    assert len(blocks) > 20 and all(len(ids) == 128 for ids in blocks["input_ids"])
+    instruct = load_dataset("json", data_files=str(SHARED / "instruct" / "tr_instruct.jsonl"), split="train")
+    rows = format_instruction_dataset(instruct.select(range(50)), tokenizer, max_length=256, truncate=True)
+    first = rows[0]
+    prompt = tokenizer.decode(first["input_ids"][: first["prompt_length"]])
+    answer = tokenizer.decode(first["input_ids"][first["prompt_length"] :], skip_special_tokens=True)
+    assert prompt.startswith("[Question]") and prompt.rstrip().endswith("[Answer]")
+    assert answer.rstrip().endswith("[/Answer]") and instruct[0]["output"].split()[0] in answer

@@ -54,7 +54,7 @@ def build_model_card(
 
     Args:
         model: the model; its config, size, generation config and (for a peft model) LoRA settings are read from it.
-        repo_id (`str`, *optional*): the Hub id shown in the usage example.
+        repo_id (`str`, *optional*): the Hub id shown in the usage example (`""`: none, for the embedded model).
         datasets (`list[dict]`, *optional*): `{"name", "license", "use"}` per dataset.
         training (`dict`, *optional*): training settings to list (stage, steps, learning rate, wall time, ...).
         lora (`dict`, *optional*): LoRA settings; read from a peft model when not given.
@@ -69,7 +69,8 @@ def build_model_card(
     if lora is None:
         lora = lora_settings(model)
     generation = inner.generation_config
-    repo_id = repo_id or model_name or getattr(inner, "name_or_path", None) or "path/to/model"
+    if repo_id is None:  # "" means the package's default model: the usage example then names no model
+        repo_id = model_name or getattr(inner, "name_or_path", None) or "path/to/model"
     card_data = ModelCardData(
         language=language,
         license=license,
@@ -83,7 +84,7 @@ def build_model_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
-        model_name=model_name or repo_id.split("/")[-1],
+        model_name=model_name or repo_id.split("/")[-1] or "model",
         repo_id=repo_id,
         model_description=model_description or f"A masked diffusion language model ({config.model_type}).",
         usage_input='[{"role": "user", "content": "..."}]' if chat else '"..."',

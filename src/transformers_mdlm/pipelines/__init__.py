@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
 import transformers
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -25,8 +24,11 @@ def register_pipeline() -> None:
     the embedded default model.
     """
     if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        # The embedded model is also the task's registered default, so that `pipeline("masked-diffusion")` works even
+        # through a `pipeline` imported before this package.
+        default = {"model": (default_model_path(), None)} if default_model_path() else None
         PIPELINE_REGISTRY.register_pipeline(
-            TASK, pipeline_class=MaskedDiffusionPipeline, pt_model=AutoModelForMaskedDiffusion
+            TASK, pipeline_class=MaskedDiffusionPipeline, pt_model=AutoModelForMaskedDiffusion, default=default
         )
     if getattr(transformers.pipeline, "__wrapped_by_transformers_mdlm__", False):
         return
@@ -43,9 +45,6 @@ def register_pipeline() -> None:
                         'pipeline("masked-diffusion", model="diffutron") (the Hub id diffutron/DiffutronLM-0.3B-Instruct), '
                         "a local folder, or a model instance with its tokenizer."
                     )
-                # The embedded weights are stored in half precision; compute in float32 unless told otherwise.
-                if "dtype" not in kwargs and "torch_dtype" not in kwargs:
-                    kwargs["dtype"] = torch.float32
             elif isinstance(model, str):
                 model = resolve_model_name(model)
         return original(task, model, *args, **kwargs)

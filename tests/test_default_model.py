@@ -1,0 +1,57 @@
+"""The embedded Turkish model: shipped in the package, small, and loading offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from safetensors import safe_open
+
+from transformers_mdlm.hub import default_model_path
+
+TURKISH_LETTERS = re.compile(r"[A-Za-zÇĞİÖŞÜçğıöşü]")
+
+
+def test_the_default_model_is_installed_and_small():
+    path = default_model_path()
+    assert path is not None, "src/transformers_mdlm/default_model is missing: run examples/train_embedded_model.py"
+    folder = Path(path)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "README.md"} <= names
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 25 * 2**20
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert {str(weights.get_slice(k).get_dtype()) for k in weights.keys()} == {"F16"}  # stored in half precision
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["mask_token_id"] is not None and generation["stop_on_eos"] is True
+
+
+def test_pipeline_without_a_model_loads_it_offline_and_writes_turkish():
+    script = textwrap.dedent(
+        """
+        import json, transformers_mdlm
+        from transformers import pipeline
+        pipe = pipeline("masked-diffusion")
+        chat = pipe([{"role": "user", "content": "Türkiye'nin başkenti neresidir?"}], max_new_tokens=16, steps=16)
+        text = pipe("İstanbul", max_new_tokens=16, steps=16)[0]["generated_text"]
+        print(json.dumps({"dtype": str(pipe.model.dtype), "chat": chat[0]["generated_text"][-1]["content"],
+                          "text": text}))
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["dtype"] == "torch.float32"
+    assert TURKISH_LETTERS.search(report["chat"]) and TURKISH_LETTERS.search(report["text"])
+
+
+def test_mdlm_generate_uses_it_by_default(capsys):
+    from transformers_mdlm.cli import main
+
+    assert main(["generate", "--max-new-tokens", "12", "--steps", "12", "Ankara"]) == 0
+    assert TURKISH_LETTERS.search(capsys.readouterr().out)
