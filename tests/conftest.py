@@ -65,7 +65,7 @@ ARCHITECTURE_CONFIGS = {
         max_position_embeddings=64,
         initializer_range=0.5,
         **SPECIAL_IDS,
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -25,7 +25,7 @@ def test_the_default_model_is_installed_and_small():
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "README.md"} <= names
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 25 * 2**20
     with safe_open(folder / "model.safetensors", "pt") as weights:
-        assert {str(weights.get_slice(k).get_dtype()) for k in weights.keys()} == {"F16"}  # stored in half precision
+        assert {str(weights.get_slice(k).get_dtype()) for k in weights.keys()} == {"F16"}  # noqa: SIM118 (half precision)
     generation = json.loads((folder / "generation_config.json").read_text())
     assert generation["mask_token_id"] is not None and generation["stop_on_eos"] is True
 
