@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # only Hub dataset ids go into the card's metadata
 
 TEMPLATE_PATH = files(__package__).joinpath("templates", "model_card.md")
 
@@ -77,7 +80,7 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag="text-generation",
         base_model=base_model,
-        datasets=[item["name"] for item in datasets or [] if "/" in item["name"]] or None,
+        datasets=[item["name"] for item in datasets or [] if _HUB_ID.fullmatch(item["name"])] or None,
         tags=sorted({"masked-diffusion", "mdlm", "transformers-mdlm", *(tags or [])}),
     )
     chat = getattr(generation, "mask_token_id", None) is not None
