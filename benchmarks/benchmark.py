@@ -37,6 +37,8 @@ from transformers_mdlm import AutoModelForMaskedDiffusion
 
 #: Diffutron's short-answer settings (the paper's "short context" decoding).
 SHORT_SETTINGS = {"max_new_tokens": 64, "steps": 64, "block_length": 32}
+#: The reference loop has no EOS stop and is run without penalty; so is this package, whatever the model's defaults.
+SAME_AS_REFERENCE = {"repetition_penalty": 1.0, "stop_on_eos": False, "temperature": 0.0}
 TURKISH_PROMPTS = [
     "Türkiye'nin başkenti",
     "Atatürk 1919 yılında Samsun'a çıktığında",
@@ -140,7 +142,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.repeats):  # interleaved, so that both see the same machine state
             out, seconds, peak = timed(
                 lambda ids=ids, mask=mask: model.generate(
-                    ids, attention_mask=mask, return_dict_in_generate=True, **settings
+                    ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
                 ),
                 device,
             )
@@ -186,10 +188,12 @@ def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
         "one token per step (reference schedule)": {},
         "half the steps": {"steps": new // 2},
         "quarter of the steps": {"steps": new // 4},
-        "threshold 0.9": {"confidence_threshold": 0.9},
-        "threshold 0.7": {"confidence_threshold": 0.7},
         "threshold 0.5": {"confidence_threshold": 0.5},
-        "threshold 0.9 + stop at EOS": {"confidence_threshold": 0.9, "stop_on_eos": True},
+        "threshold 0.3": {"confidence_threshold": 0.3},
+        "threshold 0.2": {"confidence_threshold": 0.2},
+        "threshold 0.1": {"confidence_threshold": 0.1},
+        "threshold 0.05": {"confidence_threshold": 0.05},
+        "threshold 0.1 + stop at EOS": {"confidence_threshold": 0.1, "stop_on_eos": True},
     }
     variants["bfloat16 weights (reference schedule)"] = {"dtype": torch.bfloat16}
     results = []
