@@ -13,9 +13,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything comes from the package itself
 
-from transformers import pipeline
+import transformers_mdlm  # noqa: F401  (registers the "masked-diffusion" task; import it before `pipeline`)
 
-import transformers_mdlm  # noqa: F401  (registers the "masked-diffusion" task)
+# isort: split
+from transformers import pipeline
 
 
 def main() -> None:

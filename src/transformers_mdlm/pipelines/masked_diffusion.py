@@ -40,7 +40,8 @@ class MaskedDiffusionPipeline(Pipeline):
 
     Each input gives a list with one dict: `{"generated_text": ...}`, plus `"history"` (the decoded canvas before the
     first step and after each step, masks shown as the mask token) with `return_history=True`. Answers are cut at EOS,
-    or at `[/Answer]` for Diffutron's template, and special tokens are removed.
+    or at `[/Answer]` when Diffutron's template applies (a tokenizer without a chat template), and special tokens are
+    removed.
 
     Every [`MaskedDiffusionGenerationConfig`] parameter can be passed at construction or call time; the defaults
     come from the model's `generation_config.json`. `callback_on_step_end` and `generator` pass through to
@@ -150,7 +151,8 @@ class MaskedDiffusionPipeline(Pipeline):
         else:
             text = inputs
             kind = "infill" if tokenizer.mask_token in inputs else "completion"
-            end_marker = None
+            # A model tuned with Diffutron's template ends its text with `[/Answer]` in completions too.
+            end_marker = DIFFUTRON_END_OF_ANSWER if tokenizer.chat_template is None else None
         input_ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
         new_tokens = 0 if kind == "infill" else (max_new_tokens or 0)
         limit = self.model.max_sequence_length()
