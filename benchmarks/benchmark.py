@@ -150,7 +150,9 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             peaks["ours"] = peak
             outputs["ours"] = out
             canvas, seconds, peak = timed(
-                lambda chosen=chosen: reference_generate(model, chosen, mask_id=mask_id, eos_id=eos_id, **settings),
+                lambda chosen=chosen: reference_generate(
+                    model, chosen, mask_id=mask_id, eos_id=eos_id, repetition_penalty=1.0, **settings
+                ),
                 device,
             )
             times["reference"].append(seconds)

@@ -105,7 +105,7 @@ def reference_generate(
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     cfg_scale: float = 0.0,
-    repetition_penalty: float = 1.0,
+    repetition_penalty: float = 1.2,  # the authors' default
     schedule: str = "linear",
 ) -> torch.Tensor:
     """Returns the canvas `(batch, max_prompt + max_new_tokens)`: prompt, new tokens, EOS padding."""
@@ -150,7 +150,7 @@ def reference_infill(
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     cfg_scale: float = 0.0,
-    repetition_penalty: float = 1.0,
+    repetition_penalty: float = 1.2,  # the authors' default
 ) -> torch.Tensor:
     """Fills the masks of each input; returns `(batch, max_length)` right-padded with EOS."""
     lengths = [len(t) for t in inputs]

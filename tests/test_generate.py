@@ -142,7 +142,7 @@ def test_repetition_penalty_reduces_repeats():
     model = build_model(modernbert_config(), seed=3)
     ids = torch.tensor([[10, 11, 12]])
     settings = dict(max_new_tokens=32, steps=32, block_length=32)
-    plain = model.generate(ids, **settings)[0, 3:]
+    plain = model.generate(ids, repetition_penalty=1.0, **settings)[0, 3:]
     penalised = model.generate(ids, repetition_penalty=3.0, **settings)[0, 3:]
     repeats = lambda t: len(t) - len(set(t.tolist()))  # noqa: E731
     assert repeats(penalised) < repeats(plain)

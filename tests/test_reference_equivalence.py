@@ -19,10 +19,15 @@ SETTINGS = {
     "penalty": dict(max_new_tokens=24, steps=12, block_length=8, repetition_penalty=1.3),
     "guidance-and-penalty": dict(max_new_tokens=16, steps=16, block_length=16, cfg_scale=0.5, repetition_penalty=1.2),
     "cosine": dict(max_new_tokens=24, steps=9, block_length=12, schedule="cosine"),
+    # The defaults above include the authors' repetition penalty 1.2; these switch it off.
+    "no-penalty": dict(max_new_tokens=32, steps=16, block_length=8, repetition_penalty=1.0),
+    "guidance-no-penalty": dict(max_new_tokens=16, steps=8, block_length=8, cfg_scale=1.5, repetition_penalty=1.0),
+    "authors-defaults": dict(max_new_tokens=96),  # 128 steps, one block of 128, penalty 1.2 on both sides
 }
 
 
 def _new_tokens_reference(model, prompts, **settings):
+    settings = {"max_new_tokens": 128, "steps": 128, "block_length": 128, **settings}  # the authors' defaults
     canvas = reference_generate(model, prompts, mask_id=MASK, eos_id=EOS, **settings)
     n = settings["max_new_tokens"]
     return [canvas[row, len(p) : len(p) + n].tolist() for row, p in enumerate(prompts)]
@@ -33,12 +38,12 @@ def test_single_prompt_matches_reference(tiny_modernbert, name):
     settings = SETTINGS[name]
     prompt = random_prompt(torch.Generator().manual_seed(len(name)), 9)
     expected = _new_tokens_reference(tiny_modernbert, [prompt], **settings)
-    out = tiny_modernbert.generate(torch.tensor([prompt]), **settings)
+    out = tiny_modernbert.generate(torch.tensor([prompt]), **settings)  # the package's defaults are the authors'
     assert out[0, len(prompt) :].tolist() == expected[0]
     assert out[0, : len(prompt)].tolist() == prompt
 
 
-@pytest.mark.parametrize("name", ["paper-short", "uneven-blocks", "guidance", "penalty"])
+@pytest.mark.parametrize("name", ["paper-short", "uneven-blocks", "guidance", "penalty", "guidance-no-penalty"])
 def test_uneven_batch_matches_reference(tiny_modernbert, name):
     settings = SETTINGS[name]
     g = torch.Generator().manual_seed(7)
@@ -49,8 +54,10 @@ def test_uneven_batch_matches_reference(tiny_modernbert, name):
     assert [row[ids.shape[1] :] for row in out.tolist()] == expected
 
 
-def test_empty_prompt_matches_reference(tiny_modernbert):
-    settings = dict(max_new_tokens=16, steps=8, block_length=8)
+@pytest.mark.parametrize("penalty", [1.0, 1.2])
+def test_empty_prompt_matches_reference(tiny_modernbert, penalty):
+    """An all-mask canvas gives every position the same hidden state: exact ties, broken as the reference's topk."""
+    settings = dict(max_new_tokens=16, steps=8, block_length=8, repetition_penalty=penalty)
     expected = _new_tokens_reference(tiny_modernbert, [[]], **settings)
     out = tiny_modernbert.generate(torch.zeros(1, 0, dtype=torch.long), **settings)
     assert out[0].tolist() == expected[0]

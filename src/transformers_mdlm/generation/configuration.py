@@ -19,6 +19,11 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
     `from_pretrained`, and any attribute can be overridden by a keyword argument of `generate`. Only the parameters that
     mean something for masked diffusion decoding are kept; the autoregressive ones (beams, caches, ...) are left out.
 
+    The defaults are those of the Diffutron authors' sampler (128 new tokens, 128 steps, one block of 128, greedy,
+    low-confidence remasking, repetition penalty 1.2), so that the same explicit settings give the same tokens as their
+    code even where a setting is left out. Options they do not have (top-k/top-p, margin/entropy, thresholds, EOS stop)
+    default to off.
+
     Decoding starts from a canvas of `max_new_tokens` mask tokens after the prompt, split into blocks of `block_length`
     tokens that are decoded left to right. Each block gets `ceil(steps / num_blocks)` denoising steps; each step runs the
     model once and commits some of the block's masked positions (how many: the `schedule`; which: `remasking`).
@@ -31,7 +36,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         steps (`int`, *optional*, defaults to 128):
             Total number of denoising steps over all blocks. Each block gets `ceil(steps / num_blocks)`; steps that would
             commit no token are skipped, so a block never takes more forward passes than it has masks.
-        block_length (`int`, *optional*, defaults to 32):
+        block_length (`int`, *optional*, defaults to 128):
             Length of the semi-autoregressive blocks. `block_length >= max_new_tokens` decodes the canvas as one block.
         temperature (`float`, *optional*, defaults to 0.0):
             `0` is greedy decoding (the argmax at every position). Above `0`, proposals are sampled with the Gumbel-max
@@ -52,7 +57,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             `None` follows the fixed schedule. A value in `(0, 1]` switches to confidence-threshold parallel decoding
             (Fast-dLLM): every masked position of the block whose confidence exceeds it is committed, and at least one
             per step.
-        repetition_penalty (`float`, *optional*, defaults to 1.0):
+        repetition_penalty (`float`, *optional*, defaults to 1.2):
             The reference implementation's penalty: logits of every token id already present in the row (prompt
             included, mask and EOS excluded) are divided by it where positive and multiplied by it where negative, at
             every position. `1.0` is off.
@@ -96,7 +101,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         max_new_tokens: int | None = 128,
         max_length: int | None = None,
         steps: int = 128,
-        block_length: int = 32,
+        block_length: int = 128,
         temperature: float = 0.0,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -104,7 +109,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         schedule: str = "linear",
         stochastic_transfer: bool = False,
         confidence_threshold: float | None = None,
-        repetition_penalty: float = 1.0,
+        repetition_penalty: float = 1.2,
         suppress_tokens: list[int] | None = None,
         cfg_scale: float = 0.0,
         stop_on_eos: bool = False,

@@ -152,6 +152,8 @@ def denoise(
                 top_k=config.top_k,
                 top_p=config.top_p,
                 generator=generator,
+                positions=slots,
+                sequence_length=width,
             )
             committed = out.transfer_index & valid
             x[active] = x_active.scatter(1, slots, torch.where(committed, out.prev_sample, x_active.gather(1, slots)))

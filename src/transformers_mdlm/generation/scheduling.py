@@ -206,6 +206,8 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        positions: torch.LongTensor | None = None,
+        sequence_length: int | None = None,
         return_dict: bool = True,
     ) -> MaskedDiffusionSchedulerOutput | tuple[torch.Tensor, ...]:
         """Commit the most confident proposals among the masked positions of `sample`.
@@ -227,6 +229,10 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
                 Sampling of the proposals; temperature 0 takes the argmax.
             generator (`torch.Generator`, *optional*):
                 Random source for sampling and for `remasking="random"`.
+            positions (`torch.LongTensor` of shape `(batch_size, length)`, *optional*), sequence_length (`int`):
+                Where the entries of `sample` sit in sequences of `sequence_length` tokens. When given, the most
+                confident entries are chosen by `torch.topk` over the whole sequence (the others at `-inf`), exactly
+                as the reference implementation does, so that exact ties in confidence are broken the same way.
             return_dict (`bool`):
                 Return a [`MaskedDiffusionSchedulerOutput`] (default) or a tuple.
         """
@@ -245,7 +251,10 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             if num_transfer_tokens is None:
                 num_transfer_tokens = self._count_from_timestep(timestep, masked)
             k = torch.minimum(num_transfer_tokens.to(torch.int64), masked.sum(dim=1))
-            transfer_index = _top_k_mask(confidence, k)
+            if positions is None:
+                transfer_index = _top_k_mask(confidence, k)
+            else:
+                transfer_index = _top_k_mask_in_sequence(confidence, k, positions, sequence_length)
 
         prev_sample = torch.where(transfer_index, proposals, sample)
         if not return_dict:
@@ -289,6 +298,22 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.num_inference_steps or 0
+
+
+def _top_k_mask_in_sequence(
+    scores: torch.Tensor, k: torch.LongTensor, positions: torch.LongTensor, sequence_length: int
+) -> torch.BoolTensor:
+    """`_top_k_mask` computed the reference's way: `topk(k)` over whole sequences (one call per distinct `k`)."""
+    full = torch.full((scores.shape[0], sequence_length), float("-inf"), dtype=scores.dtype, device=scores.device)
+    full.scatter_(1, positions, scores)
+    chosen = torch.zeros_like(full, dtype=torch.bool)
+    for value in torch.unique(k).tolist():
+        if value == 0:
+            continue
+        rows = (k == value).nonzero().flatten()
+        top = full[rows].topk(value, dim=-1).indices
+        chosen[rows] = chosen[rows].scatter(1, top, True)
+    return chosen.gather(1, positions)
 
 
 def _top_k_mask(scores: torch.Tensor, k: torch.LongTensor) -> torch.BoolTensor:
