@@ -109,8 +109,9 @@ class MaskedDiffusionPipeline(Pipeline):
         if return_history is not None:
             forward["output_history"] = bool(return_history)
             postprocess["return_history"] = bool(return_history)
-        if progress_bar is not None:
-            forward["progress_bar"] = progress_bar
+        # The bar's length is known now; `_forward` must not validate the parameters a second time for it.
+        forward["progress_bar"] = progress_bar if progress_bar is not None else config.steps >= PROGRESS_BAR_MIN_STEPS
+        forward["total_steps"] = config.steps
         if callback_on_step_end is not None:
             forward["callback_on_step_end"] = callback_on_step_end
         if generator is not None:
@@ -174,7 +175,8 @@ class MaskedDiffusionPipeline(Pipeline):
     def _forward(
         self,
         model_inputs: dict[str, Any],
-        progress_bar: bool | None = None,
+        progress_bar: bool = False,
+        total_steps: int | None = None,
         callback_on_step_end: Callable | None = None,
         generator: torch.Generator | None = None,
         **generate_kwargs: Any,
@@ -190,7 +192,7 @@ class MaskedDiffusionPipeline(Pipeline):
             if not rows:
                 continue
             input_ids, attention_mask = self._left_pad([metas[i]["input_ids"] for i in rows])
-            with self._progress(progress_bar, generate_kwargs, input_ids.shape[0]) as on_step:
+            with _ProgressBar(total_steps if progress_bar else None) as on_step:
                 method = self.model.infill if kind == "infill" else self.model.generate
                 out = method(
                     input_ids,
@@ -275,13 +277,6 @@ class MaskedDiffusionPipeline(Pipeline):
                 input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
                 attention_mask[index, width - len(row) :] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
-
-    def _progress(self, enabled: bool | None, generate_kwargs: dict[str, Any], batch: int) -> _ProgressBar:
-        config = self.model.generation_config.with_overrides(**generate_kwargs)
-        total = config.steps
-        if enabled is None:
-            enabled = total >= PROGRESS_BAR_MIN_STEPS
-        return _ProgressBar(total if enabled else None)
 
 
 class _ProgressBar:
