@@ -39,6 +39,7 @@ from transformers_mdlm import AutoModelForMaskedDiffusion
 SHORT_SETTINGS = {"max_new_tokens": 64, "steps": 64, "block_length": 32}
 #: The reference loop has no EOS stop and is run without penalty; so is this package, whatever the model's defaults.
 SAME_AS_REFERENCE = {"repetition_penalty": 1.0, "stop_on_eos": False, "temperature": 0.0}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TURKISH_PROMPTS = [
     "Türkiye'nin başkenti",
     "Atatürk 1919 yılında Samsun'a çıktığında",
@@ -125,6 +126,9 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
         model, prompts, mask_id, eos_id = mmbert_shaped_model(device)
     else:
         model, prompts, mask_id, eos_id, _ = embedded_model(device)
+    model = model.to(DTYPES[args.dtype])
+    if args.compile:
+        model.model.compile(dynamic=True)  # the encoder; the head runs eagerly at a varying number of positions
     settings = dict(SHORT_SETTINGS)
     rows = []
     for batch in (1, len(prompts)):
@@ -136,45 +140,52 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
         ids, mask = ids.to(device), mask.to(device)
-        times = {"ours": [], "reference": []}
-        peaks = {}
-        outputs = {}
-        for _ in range(args.repeats):  # interleaved, so that both see the same machine state
-            out, seconds, peak = timed(
-                lambda ids=ids, mask=mask: model.generate(
-                    ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
-                ),
-                device,
-            )
-            times["ours"].append(seconds)
-            peaks["ours"] = peak
-            outputs["ours"] = out
-            canvas, seconds, peak = timed(
-                lambda chosen=chosen: reference_generate(
-                    model, chosen, mask_id=mask_id, eos_id=eos_id, repetition_penalty=1.0, **settings
-                ),
-                device,
-            )
-            times["reference"].append(seconds)
-            peaks["reference"] = peak
-            outputs["reference"] = canvas
-        ours_new = [outputs["ours"].sequences[r, width:].tolist() for r in range(batch)]
-        ref_new = [outputs["reference"][r, len(p) : len(p) + settings["max_new_tokens"]].tolist()
-                   for r, p in enumerate(chosen)]  # fmt: skip
+        methods = {
+            "this package": lambda ids=ids, mask=mask: model.generate(
+                ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
+            ),
+            "reference loop": lambda chosen=chosen: reference_generate(
+                model, chosen, mask_id=mask_id, eos_id=eos_id, repetition_penalty=1.0, **settings
+            ),
+        }
+        if not args.no_cache:
+            methods["this package, dual cache"] = lambda ids=ids, mask=mask: model.generate(
+                ids, attention_mask=mask, return_dict_in_generate=True, kv_cache="dual", **settings,
+                **SAME_AS_REFERENCE,
+            )  # fmt: skip
+        if args.compile:  # one untimed call compiles
+            methods["this package"]()
+        times = {name: [] for name in methods}
+        peaks, new_tokens, passes = {}, {}, {}
+        for _ in range(args.repeats):  # interleaved, so that all see the same machine state
+            for name, method in methods.items():
+                out, seconds, peak = timed(method, device)
+                times[name].append(seconds)
+                peaks[name] = peak
+                if name == "reference loop":
+                    new_tokens[name] = [out[r, len(p) : len(p) + settings["max_new_tokens"]].tolist()
+                                        for r, p in enumerate(chosen)]  # fmt: skip
+                    passes[name] = None
+                else:
+                    new_tokens[name] = [out.sequences[r, width:].tolist() for r in range(batch)]
+                    passes[name] = out.nfe / settings["max_new_tokens"]
         tokens = batch * settings["max_new_tokens"]
         best = {name: min(values) for name, values in times.items()}
-        rows.append({
-            "batch": batch,
-            "ours_ms_per_token": 1000 * best["ours"] / tokens,
-            "reference_ms_per_token": 1000 * best["reference"] / tokens,
-            "speedup": best["reference"] / best["ours"],
-            "forward_passes_per_token": outputs["ours"].nfe / settings["max_new_tokens"],
-            "ours_peak_mib": peaks["ours"],
-            "reference_peak_mib": peaks["reference"],
-            "greedy_tokens_equal": ours_new == ref_new,
-        })  # fmt: skip
-    return {"benchmark": "generation", "model": args.model, "device": device_name(device), "settings": settings,
-            "rows": rows}  # fmt: skip
+        reference = new_tokens["reference loop"]
+        for name in methods:
+            agree = sum(a == b for row, ref in zip(new_tokens[name], reference, strict=True)
+                        for a, b in zip(row, ref, strict=True)) / tokens  # fmt: skip
+            rows.append({
+                "batch": batch,
+                "method": name,
+                "ms_per_token": 1000 * best[name] / tokens,
+                "speedup_vs_reference": best["reference loop"] / best[name],
+                "forward_passes_per_token": passes[name] if passes[name] is not None else 1.0,
+                "peak_mib": peaks[name],
+                "same_tokens_as_reference": agree,
+            })  # fmt: skip
+    return {"benchmark": "generation", "model": args.model, "device": device_name(device), "dtype": args.dtype,
+            "compile": args.compile, "settings": settings, "rows": rows}  # fmt: skip
 
 
 def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,6 +207,10 @@ def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
         "threshold 0.1": {"confidence_threshold": 0.1},
         "threshold 0.05": {"confidence_threshold": 0.05},
         "threshold 0.1 + stop at EOS": {"confidence_threshold": 0.1, "stop_on_eos": True},
+        "dual cache": {"kv_cache": "dual"},
+        "dual cache + half the steps": {"kv_cache": "dual", "steps": new // 2},
+        "dual cache + threshold 0.1": {"kv_cache": "dual", "confidence_threshold": 0.1},
+        "dual cache + threshold 0.05": {"kv_cache": "dual", "confidence_threshold": 0.05},
     }
     variants["bfloat16 weights (reference schedule)"] = {"dtype": torch.bfloat16}
     results = []
@@ -290,6 +305,9 @@ def main() -> None:
     parser.add_argument("--model", choices=["mmbert", "embedded"], default="mmbert")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights and compute (generation)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (generation)")
+    parser.add_argument("--no-cache", action="store_true", help="skip the dual-cache rows (generation)")
     parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--output", help="append the JSON report to this file")
     args = parser.parse_args()

@@ -76,7 +76,7 @@ def _propose(logits, temperature, remasking):
     if remasking == "low_confidence":
         conf = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
     else:
-        conf = torch.rand(x0.shape)
+        conf = torch.rand(x0.shape, device=x0.device)
     return x0, conf
 
 
@@ -111,7 +111,7 @@ def reference_generate(
     """Returns the canvas `(batch, max_prompt + max_new_tokens)`: prompt, new tokens, EOS padding."""
     lengths = [len(p) for p in prompts]
     width = max(lengths) + max_new_tokens
-    x = torch.full((len(prompts), width), eos_id, dtype=torch.long)
+    x = torch.full((len(prompts), width), eos_id, dtype=torch.long, device=model.device)
     for b, p in enumerate(prompts):
         x[b, : lengths[b]] = torch.tensor(p, dtype=torch.long)
         x[b, lengths[b] : lengths[b] + max_new_tokens] = mask_id
@@ -155,7 +155,7 @@ def reference_infill(
     """Fills the masks of each input; returns `(batch, max_length)` right-padded with EOS."""
     lengths = [len(t) for t in inputs]
     width = max(lengths)
-    x = torch.full((len(inputs), width), eos_id, dtype=torch.long)
+    x = torch.full((len(inputs), width), eos_id, dtype=torch.long, device=model.device)
     for b, t in enumerate(inputs):
         x[b, : lengths[b]] = torch.tensor(t, dtype=torch.long)
     attention_mask = (x != eos_id).long()

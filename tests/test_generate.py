@@ -197,7 +197,7 @@ def test_confidence_threshold_decodes_in_fewer_passes(tiny_modernbert):
 def test_output_head_runs_only_at_competing_positions(fresh_modernbert):
     model = fresh_modernbert
     rows_seen = []
-    model.decoder.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[:-1].numel()))
+    model.head.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[:-1].numel()))
     model.generate(torch.tensor([list(range(10, 40))]), max_new_tokens=32, steps=16, block_length=8)
     assert len(rows_seen) == 16
     assert max(rows_seen) <= 8  # never the 62-position sequence, at most the 8 masks of the block

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .generation.configuration import ALPHA_SCHEDULES, REMASKING_STRATEGIES
+from .generation.configuration import ALPHA_SCHEDULES, KV_CACHES, REMASKING_STRATEGIES
 
 _GENERATION_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("max_new_tokens", int, "tokens to generate"),
@@ -71,13 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--remasking", choices=REMASKING_STRATEGIES)
         command.add_argument("--schedule", choices=ALPHA_SCHEDULES)
         command.add_argument("--stop-on-eos", action="store_true", default=None, help="stop rows after an EOS block")
+        command.add_argument(
+            "--kv-cache", choices=KV_CACHES, help="approximate key/value reuse (Fast-dLLM dual cache)"
+        )
         for name, kind, help_text in _GENERATION_OPTIONS:
             command.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
     return parser
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    names = [name for name, _, _ in _GENERATION_OPTIONS] + ["remasking", "schedule", "stop_on_eos"]
+    names = [name for name, _, _ in _GENERATION_OPTIONS] + ["remasking", "schedule", "stop_on_eos", "kv_cache"]
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 

@@ -9,6 +9,7 @@ from transformers import GenerationConfig
 
 REMASKING_STRATEGIES = ("low_confidence", "random", "margin", "entropy")
 ALPHA_SCHEDULES = ("linear", "cosine")
+KV_CACHES = ("dual",)
 
 
 class MaskedDiffusionGenerationConfig(GenerationConfig):
@@ -70,6 +71,11 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         stop_on_eos (`bool`, *optional*, defaults to `False`):
             Stop decoding a row once a finished block holds an EOS token: the remaining masks become `pad_token_id` (or
             EOS when there is no pad token) and the row takes no more forward passes.
+        kv_cache (`str`, *optional*):
+            `None` (exact) or `"dual"`: Fast-dLLM's approximate dual cache. The first step of each block runs the
+            encoder over the whole canvas and keeps every layer's keys and values; the block's other steps recompute
+            only the block's positions, attending to the kept states elsewhere. Faster when the canvas outside the
+            block is long; changes tokens (see the performance page of the docs for its measured effect).
         output_history (`bool`, *optional*, defaults to `False`):
             Return the canvas after every step (implies `return_dict_in_generate=True`).
         return_dict_in_generate (`bool`, *optional*, defaults to `False`):
@@ -113,6 +119,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         suppress_tokens: list[int] | None = None,
         cfg_scale: float = 0.0,
         stop_on_eos: bool = False,
+        kv_cache: str | None = None,
         output_history: bool = False,
         return_dict_in_generate: bool = False,
         mask_token_id: int | None = None,
@@ -138,6 +145,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         self.suppress_tokens = suppress_tokens
         self.cfg_scale = cfg_scale
         self.stop_on_eos = stop_on_eos
+        self.kv_cache = kv_cache
         self.output_history = output_history
         self.return_dict_in_generate = return_dict_in_generate
         self.mask_token_id = mask_token_id
@@ -195,6 +203,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
                 f"`suppress_tokens` must be a list of token ids (ints >= 0) or None, got {self.suppress_tokens!r}."
             )
         _check_number("cfg_scale", self.cfg_scale, "a number >= 0", lambda v: v >= 0)
+        if self.kv_cache is not None:
+            _check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
         for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
             _check_bool(flag, getattr(self, flag))
         for name in ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
@@ -264,9 +274,10 @@ def _check_number(name: str, value: Any, allowed: str, ok: Any, optional: bool =
         raise ValueError(f"`{name}` must be {allowed}, got {value}.")
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...], optional: bool = False) -> None:
     if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {', '.join(repr(v) for v in allowed)}; got {value!r}.")
+        choices = ", ".join(repr(v) for v in (*allowed, *((None,) if optional else ())))
+        raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")
 
 
 def _check_bool(name: str, value: Any) -> None:

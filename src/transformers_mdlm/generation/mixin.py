@@ -35,12 +35,18 @@ class MaskedDiffusionGenerationMixin:
     """
 
     generation_config_class = MaskedDiffusionGenerationConfig
+    #: Whether `kv_cache="dual"` may be used: the encoder goes through transformers' attention interface and takes the
+    #: canvas columns as `position_ids` (see `generation.dual_cache`).
+    supports_dual_cache: bool = False
 
     # ------------------------------------------------------------------ model hooks
 
-    def compute_hidden_states(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Last hidden states of the encoder (the model without its output head)."""
-        return self.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+    def compute_hidden_states(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Last hidden states of the encoder (the model without its output head); `kwargs` (e.g. `position_ids`) go to
+        the encoder."""
+        return self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The masked-LM head applied to `hidden_states` of shape `(..., hidden_size)`."""

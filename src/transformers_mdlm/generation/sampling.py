@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from .configuration import MaskedDiffusionGenerationConfig
+from .dual_cache import DualCache, dual_cache_attention_enabled
 from .logits import apply_repetition_penalty, token_presence
 from .scheduling import MaskedDiffusionScheduler
 
@@ -18,7 +20,7 @@ class MaskedDiffusionBackbone(Protocol):
     """What the loop needs from a model: the encoder's hidden states and the output head, separately."""
 
     def compute_hidden_states(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, **kwargs: Any
     ) -> torch.Tensor: ...
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor: ...
@@ -67,8 +69,24 @@ def denoise(
 
     Each step runs the encoder once over the rows that still have work, computes the output head only at the positions
     that compete this step (the masked positions of the current block), and lets `scheduler.step` choose which of them
-    to commit.
+    to commit. With `config.kv_cache == "dual"`, only the first step of a block runs the encoder over whole rows; the
+    others reuse its keys and values outside the block (see `dual_cache`).
     """
+    cache = DualCache() if config.kv_cache == "dual" else None
+    with dual_cache_attention_enabled(model) if cache is not None else nullcontext():
+        return _denoise(model, canvas, config, scheduler, generator, callback_on_step_end, streamer, cache)
+
+
+def _denoise(
+    model: MaskedDiffusionBackbone,
+    canvas: Canvas,
+    config: MaskedDiffusionGenerationConfig,
+    scheduler: MaskedDiffusionScheduler,
+    generator: torch.Generator | None,
+    callback_on_step_end: StepCallback | None,
+    streamer: Any | None,
+    cache: DualCache | None,
+) -> tuple[torch.LongTensor, int, list[torch.LongTensor] | None]:
     x = canvas.tokens.clone()
     mask_id = config.mask_token_id
     eos_id = config.eos_token_id
@@ -105,6 +123,10 @@ def denoise(
         else:
             schedule = scheduler.get_num_transfer_tokens(num_masked, steps_per_block, generator=generator)
             max_steps = schedule.shape[1]
+        # Columns the dual cache recomputes after the block's first step: the block and any other competing mask.
+        query_positions = None
+        if cache is not None:
+            query_positions = _packed_positions(in_block | ((x == mask_id) & in_window))
 
         for step in range(max_steps):
             masked = (x == mask_id) & canvas.real
@@ -130,7 +152,10 @@ def denoise(
 
             x_active = x[active]
             attn_active = attend[active] if attend is not None else None
-            logits = _logits_at(model, x_active, attn_active, canvas.given[active], slots, config, mask_id)
+            logits = _logits_at(
+                model, x_active, attn_active, canvas.given[active], slots, config, mask_id,
+                cache=cache, block=block, rows=active, batch=batch, query_positions=query_positions,
+            )  # fmt: skip
             if vocab_size is None:
                 vocab_size = logits.shape[-1]
             if config.repetition_penalty != 1.0:
@@ -197,8 +222,18 @@ def _logits_at(
     slots: torch.LongTensor,
     config: MaskedDiffusionGenerationConfig,
     mask_id: int,
+    *,
+    cache: DualCache | None = None,
+    block: int = 0,
+    rows: torch.LongTensor | None = None,
+    batch: int = 0,
+    query_positions: torch.LongTensor | None = None,
 ) -> torch.Tensor:
-    """Encoder over whole rows, head only at `slots`; with guidance, the unconditional copy runs in the same pass."""
+    """Encoder over whole rows, head only at `slots`; with guidance, the unconditional copy runs in the same pass.
+
+    With a dual `cache`, the encoder runs over whole rows at the block's first step (recording keys and values) and
+    only over `query_positions` afterwards; `rows` are the batch rows of `tokens`, out of `batch`.
+    """
     guided = config.cfg_scale > 0
     if guided:
         unconditional = tokens.masked_fill(given, mask_id)
@@ -206,13 +241,37 @@ def _logits_at(
         if attention_mask is not None:
             attention_mask = torch.cat([attention_mask, attention_mask])
         slots = torch.cat([slots, slots])
-    hidden = model.compute_hidden_states(tokens, attention_mask)
+    if cache is None:
+        hidden = model.compute_hidden_states(tokens, attention_mask)
+    else:
+        row_ids = torch.cat([rows, rows + batch]) if guided else rows
+        positions = cache.select(block, row_ids)
+        if positions is None:  # the block's first step (or rows the recorded pass did not run): a full, exact pass
+            own_positions = query_positions[rows]
+            own_positions = torch.cat([own_positions, own_positions]) if guided else own_positions
+            cache.start_recording(block, row_ids, own_positions)
+            hidden = model.compute_hidden_states(tokens, attention_mask, dual_cache=cache)
+        else:
+            partial = model.compute_hidden_states(
+                tokens.gather(1, positions), None, position_ids=positions, dual_cache=cache
+            )
+            hidden = partial.new_zeros(*tokens.shape, partial.shape[-1])
+            hidden.scatter_(1, positions[..., None].expand(-1, -1, partial.shape[-1]), partial)
     picked = hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = model.compute_logits(picked)
     if guided:
         conditional, unconditional = logits.chunk(2)
         logits = unconditional + (config.cfg_scale + 1) * (conditional - unconditional)
     return logits
+
+
+def _packed_positions(selected: torch.BoolTensor) -> torch.LongTensor:
+    """The columns of `selected` per row, in order, packed to the front; rows with fewer repeat their last column."""
+    counts = selected.sum(dim=1)
+    width = max(int(counts.max()), 1)
+    positions = torch.sort((~selected).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    last = positions.gather(1, (counts - 1).clamp(min=0)[:, None])
+    return torch.where(torch.arange(width, device=selected.device)[None, :] < counts[:, None], positions, last)
 
 
 def _block_tokens(x: torch.LongTensor, block_start: torch.LongTensor, block_length: int) -> torch.LongTensor:

@@ -1,0 +1,144 @@
+"""Fast-dLLM's dual cache for bidirectional encoders: an approximate key/value cache for block decoding.
+
+A bidirectional encoder has no exact key/value cache: committing a token changes the keys and values of every position.
+Fast-dLLM (Wu et al., 2025) observes that within a block they change little outside the block, and reuses them: at the
+first step of each block the whole canvas runs (exactly as without a cache) and every layer's keys and values are
+kept; the block's other steps run the encoder only over the block's positions (and any other position that competes),
+whose queries attend to the kept keys and values of the prompt and of the later blocks together with the block's own
+fresh ones. Each block therefore starts from exact states, and the saving grows with the canvas outside the block.
+
+The cache works through transformers' attention interface: during decoding the model's attention implementation is
+switched to `"mdlm_dual_cache"` (registered below), which records keys, values and the attention mask in the full pass
+and splices the fresh keys and values of the block into the recorded ones in the partial passes, then calls PyTorch's
+scaled-dot-product attention as `"sdpa"` does. It needs a model whose attention goes through that interface and whose
+encoder takes the columns of the recomputed positions as `position_ids`: ModernBERT/mmBERT (Diffutron) and BERT
+declare it with `supports_dual_cache = True` (RoBERTa-style encoders number positions from the padding index, and
+DistilBERT has no attention interface, so they decode without it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+ATTENTION_IMPLEMENTATION = "mdlm_dual_cache"
+#: Attention implementations the cache can stand in for (it computes attention as `"sdpa"`, which equals `"eager"`).
+SUPPORTED_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+class DualCache:
+    """Per-layer keys, values and attention masks of the last full pass, for the rows that ran in it.
+
+    Attributes:
+        block (`int` or `None`): the block whose first step recorded the cache.
+        rows (`torch.LongTensor`): batch rows (of the tensor the encoder saw) that the recorded states belong to.
+        query_positions (`torch.LongTensor` of shape `(len(rows), num_queries)`): the columns recomputed in the partial
+            passes, per recorded row (the block and the other competing positions; rows with fewer repeat their last).
+    """
+
+    def __init__(self) -> None:
+        self.block: int | None = None
+        self.rows: torch.LongTensor | None = None
+        self.query_positions: torch.LongTensor | None = None
+        self._layers: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self._recording = False
+        self._selected: torch.LongTensor | None = None
+        self._positions: torch.LongTensor | None = None
+
+    def start_recording(self, block: int, rows: torch.LongTensor, query_positions: torch.LongTensor) -> DualCache:
+        """Prepare a full pass over `rows` whose states the block's later steps will reuse."""
+        self.block, self.rows, self.query_positions = block, rows, query_positions
+        self._layers = {}
+        self._recording = True
+        return self
+
+    def select(self, block: int, rows: torch.LongTensor) -> torch.LongTensor | None:
+        """Prepare a partial pass over `rows` and return their query positions; `None` if the cache cannot serve them
+        (another block, or a row that did not run in the recorded pass): then a full pass must record it again."""
+        if self.block != block or self.rows is None or not self._layers:
+            return None
+        index = torch.searchsorted(self.rows, rows).clamp(max=len(self.rows) - 1)
+        if not bool((self.rows[index] == rows).all()):
+            return None
+        self._recording = False
+        self._selected = index
+        self._positions = self.query_positions[index]
+        return self._positions
+
+    def update(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Record this layer's states (full pass) or splice the fresh ones into the recorded states (partial pass)."""
+        if self._recording:
+            self._layers[layer] = (key, value, attention_mask)
+            return key, value, attention_mask
+        recorded_key, recorded_value, recorded_mask = self._layers[layer]
+        index, positions = self._selected, self._positions
+        heads, head_dim = key.shape[1], key.shape[-1]
+        scatter_index = positions[:, None, :, None].expand(-1, heads, -1, head_dim)
+        key = recorded_key[index].scatter(2, scatter_index, key)
+        value = recorded_value[index].scatter(2, scatter_index, value)
+        if recorded_mask is not None:
+            mask = recorded_mask.expand(len(self.rows), -1, -1, -1)[index]
+            rows_index = positions[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[-1])
+            recorded_mask = mask.gather(2, rows_index)
+        return key, value, recorded_mask
+
+
+def dual_cache_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dual_cache: DualCache | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention function registered as `"mdlm_dual_cache"`: `"sdpa"` over the recorded and fresh keys and values."""
+    if dual_cache is not None:
+        key, value, attention_mask = dual_cache.update(id(module), key, value, attention_mask)
+    return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(ATTENTION_IMPLEMENTATION, dual_cache_attention)
+AttentionMaskInterface.register(ATTENTION_IMPLEMENTATION, sdpa_mask)
+
+
+def check_dual_cache_support(model: Any) -> None:
+    """Raise a `ValueError` naming what is missing when `model` cannot decode with `kv_cache="dual"`."""
+    if not getattr(model, "supports_dual_cache", False):
+        raise ValueError(
+            f"`kv_cache='dual'` is available for ModernBERT/mmBERT and BERT models, not {type(model).__name__}; "
+            "decode it with `kv_cache=None`."
+        )
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in (*SUPPORTED_IMPLEMENTATIONS, ATTENTION_IMPLEMENTATION):
+        raise ValueError(
+            f"`kv_cache='dual'` needs a model whose attention goes through transformers' attention interface with "
+            f"attn_implementation in {SUPPORTED_IMPLEMENTATIONS}; {type(model).__name__} uses {implementation!r}. "
+            "Load it with `attn_implementation='sdpa'` or decode with `kv_cache=None`."
+        )
+
+
+@contextmanager
+def dual_cache_attention_enabled(model: Any) -> Iterator[None]:
+    """Switch `model` to the `"mdlm_dual_cache"` attention for the duration of the block, restoring it afterwards."""
+    check_dual_cache_support(model)
+    original = model.config._attn_implementation
+    if original == ATTENTION_IMPLEMENTATION:
+        yield
+        return
+    model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(original)
+
+
+__all__ = ["DualCache", "check_dual_cache_support", "dual_cache_attention", "dual_cache_attention_enabled"]

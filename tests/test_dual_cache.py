@@ -1,0 +1,97 @@
+"""Fast-dLLM's dual cache: partial passes reproduce full passes exactly when nothing changed, and decoding with it
+recomputes only the block after each block's first, exact, step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import ARCHITECTURE_CONFIGS, MASK, build_model, left_pad, random_prompt
+from transformers_mdlm.generation.dual_cache import DualCache, dual_cache_attention_enabled
+
+CACHED_ARCHITECTURES = ["modernbert", "bert"]
+
+
+@pytest.mark.parametrize("arch", CACHED_ARCHITECTURES)
+def test_partial_pass_reproduces_the_full_pass(arch):
+    model = build_model(ARCHITECTURE_CONFIGS[arch]())
+    generator = torch.Generator().manual_seed(0)
+    # Canvas layout: rows start at column 0, the shorter row is padded on the right. 30 columns > the local window (8).
+    tokens = torch.randint(5, 100, (2, 30), generator=generator)
+    tokens[:, 12:20] = MASK
+    attention = torch.ones(2, 30, dtype=torch.long)
+    attention[1, 26:] = 0
+    positions = torch.tensor([list(range(12, 20)), list(range(10, 18))])
+    with torch.inference_mode(), dual_cache_attention_enabled(model):
+        cache = DualCache().start_recording(0, torch.tensor([0, 1]), positions)
+        full = model.compute_hidden_states(tokens, attention, dual_cache=cache)
+        selected = cache.select(0, torch.tensor([1]))  # a subset of the recorded rows
+        partial = model.compute_hidden_states(
+            tokens[1:].gather(1, selected), None, position_ids=selected, dual_cache=cache
+        )
+    assert torch.equal(selected, positions[1:])
+    torch.testing.assert_close(partial[0], full[1, 10:18], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_refuses_rows_or_blocks_it_did_not_record(tiny_modernbert):
+    tokens = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(), dual_cache_attention_enabled(tiny_modernbert):
+        cache = DualCache().start_recording(3, torch.tensor([1]), torch.tensor([[4, 5]]))
+        tiny_modernbert.compute_hidden_states(tokens[1:], None, dual_cache=cache)
+    assert cache.select(3, torch.tensor([0])) is None  # row 0 did not run
+    assert cache.select(4, torch.tensor([1])) is None  # another block
+    assert torch.equal(cache.select(3, torch.tensor([1])), torch.tensor([[4, 5]]))
+
+
+def test_dual_cache_equals_exact_decoding_when_every_step_starts_a_block(tiny_modernbert):
+    ids, mask = left_pad([[10, 11, 12, 13, 14], [20, 21]])
+    settings = dict(max_new_tokens=24, steps=3, block_length=8, repetition_penalty=1.0)  # one step per block
+    exact = tiny_modernbert.generate(ids, attention_mask=mask, **settings)
+    cached = tiny_modernbert.generate(ids, attention_mask=mask, kv_cache="dual", **settings)
+    assert torch.equal(cached, exact)
+
+
+def test_dual_cache_recomputes_only_the_block_after_its_first_step(fresh_modernbert):
+    model = fresh_modernbert
+    widths = []
+    model.model.embeddings.register_forward_hook(lambda module, args, output: widths.append(output.shape[1]))
+    prompt = torch.tensor([list(range(10, 30))])
+    out = model.generate(prompt, max_new_tokens=16, steps=16, block_length=8, kv_cache="dual",
+                         return_dict_in_generate=True)  # fmt: skip
+    assert out.nfe == 16 and not (out.sequences == MASK).any()
+    assert widths == [36] + [8] * 7 + [36] + [8] * 7
+    assert model.config._attn_implementation == "sdpa"  # restored after decoding
+
+
+@pytest.mark.parametrize("extra", [{"cfg_scale": 1.0}, {"confidence_threshold": 0.2}, {"repetition_penalty": 1.2}])
+def test_dual_cache_decodes_uneven_batches_with_other_options(tiny_modernbert, extra):
+    extra = {**extra, "suppress_tokens": [MASK]}  # a random model may propose the mask id itself
+    generator = torch.Generator().manual_seed(2)
+    ids, mask = left_pad([random_prompt(generator, 7), random_prompt(generator, 3), random_prompt(generator, 5)])
+    out = tiny_modernbert.generate(ids, attention_mask=mask, max_new_tokens=16, steps=16, block_length=8,
+                                   kv_cache="dual", return_dict_in_generate=True, **extra)  # fmt: skip
+    new = out.sequences[:, ids.shape[1] :]
+    assert new.shape == (3, 16) and not (new == MASK).any()
+    # Each row on its own gives the same tokens: rows stay independent with the cache.
+    for row in range(3):
+        prompt = ids[row : row + 1, mask[row].bool()]
+        alone = tiny_modernbert.generate(prompt, max_new_tokens=16, steps=16, block_length=8, kv_cache="dual", **extra)
+        assert torch.equal(alone[0, prompt.shape[1] :], new[row])
+
+
+def test_dual_cache_rejects_unsupported_models_before_decoding():
+    distilbert = build_model(ARCHITECTURE_CONFIGS["distilbert"]())
+    with pytest.raises(ValueError, match=r"kv_cache=.dual.*DistilBert"):
+        distilbert.generate(torch.tensor([[10, 11]]), max_new_tokens=4, steps=4, kv_cache="dual")
+    with pytest.raises(ValueError, match="`kv_cache` must be one of 'dual', None; got 'prefix'"):
+        build_model(ARCHITECTURE_CONFIGS["modernbert"]()).generate(torch.tensor([[10]]), kv_cache="prefix")
+
+
+def test_attention_implementation_is_restored_after_an_error(fresh_modernbert):
+    def fail(*args, **kwargs):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        fresh_modernbert.generate(torch.tensor([[10, 11]]), max_new_tokens=8, steps=8, block_length=4,
+                                  kv_cache="dual", callback_on_step_end=fail)  # fmt: skip
+    assert fresh_modernbert.config._attn_implementation == "sdpa"
