@@ -82,7 +82,7 @@ class MaskedDiffusionGenerationMixin:
 
     # ------------------------------------------------------------------ public API
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -165,7 +165,7 @@ class MaskedDiffusionGenerationMixin:
             streamer.put(input_ids.cpu())
         return self._run(canvas, config, scheduler, generator, callback_on_step_end, streamer)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def infill(
         self,
         input_ids: torch.LongTensor,
