@@ -1,20 +1,22 @@
 """Speed and memory of masked diffusion decoding and training, against the authors' reference loop.
 
-Run (CPU, about 10 minutes on 2 cores):
+Run (CPU, about 25 minutes on 2 cores; `bash benchmarks/run_all.sh DIR` runs all of it and writes JSON to DIR):
 
     python benchmarks/benchmark.py generation --model mmbert --repeats 2
-    python benchmarks/benchmark.py generation --model embedded
+    python benchmarks/benchmark.py generation --model embedded --repeats 3
     python benchmarks/benchmark.py fast-decoding
     python benchmarks/benchmark.py training
 
-`generation` decodes fixed prompts with this package and with the reference loop (a literal restatement of the
-Diffutron authors' sampler: logits at every position, Python loops over the batch, float64 Gumbel noise), in the same
-process, and reports wall time per generated token, forward passes per token, peak memory (the process's resident
-high-water mark, reset before each method; CUDA's allocator peak on a GPU) and whether the greedy tokens agree.
-`--model mmbert` builds an mmBERT-shaped random model (vocabulary 256,000, hidden 768, 22 layers) without slow
-initialisation; `--model embedded` uses the package's embedded Turkish model. `fast-decoding` compares the sampler's
-fast settings on the embedded model; `training` measures tokens per second. Markdown tables go to stdout, JSON to
-`--output`.
+`generation` decodes fixed prompts with this package (exact, and with the approximate dual cache) and with the
+reference loop (a literal restatement of the Diffutron authors' sampler: logits at every position, Python loops over
+the batch, float64 Gumbel noise), interleaved in the same process, and reports wall time per generated token, forward
+passes per token, peak memory (the process's resident high-water mark, reset before each method; CUDA's allocator
+peak on a GPU) and the share of new tokens equal to the reference's. `--model mmbert` builds an mmBERT-shaped random
+model (vocabulary 256,000, hidden 768, 22 layers) without slow initialisation; `--model embedded` uses the package's
+embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--compile` compiles the encoder with
+`torch.compile` (both methods use it). `fast-decoding` compares the sampler's fast settings on the embedded model;
+`training` measures tokens per second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables
+go to stdout, JSON to `--output`.
 """
 
 from __future__ import annotations

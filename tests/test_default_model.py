@@ -55,3 +55,38 @@ def test_mdlm_generate_uses_it_by_default(capsys):
 
     assert main(["generate", "--max-new-tokens", "12", "--steps", "12", "Ankara"]) == 0
     assert TURKISH_LETTERS.search(capsys.readouterr().out)
+
+
+def test_dual_cache_and_threshold_keep_most_of_the_embedded_models_decoding():
+    """On the trained model, the approximate settings stay close to exact decoding (docs/performance.md measures it):
+    a broken cache (wrong positions or stale masks) would make its tokens unrelated to the exact ones."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from transformers_mdlm import AutoModelForMaskedDiffusion
+
+    path = default_model_path()
+    model = AutoModelForMaskedDiffusion.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompts = [
+        "Türkiye'nin başkenti",
+        "Atatürk 1919 yılında Samsun'a çıktığında",
+        "Bu akşam yemekte",
+        "İstanbul Boğazı",
+    ]
+    settings = dict(max_new_tokens=64, steps=64, block_length=32, repetition_penalty=1.0, stop_on_eos=False,
+                    return_dict_in_generate=True)  # fmt: skip
+    same = {"dual": 0, "threshold": 0}
+    passes = 0
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        exact = model.generate(ids, **settings).sequences[0, ids.shape[1] :]
+        cached = model.generate(ids, kv_cache="dual", **settings).sequences[0, ids.shape[1] :]
+        fast = model.generate(ids, confidence_threshold=0.05, **settings)
+        passes += fast.nfe
+        same["dual"] += int((cached == exact).sum())
+        same["threshold"] += int((fast.sequences[0, ids.shape[1] :] == exact).sum())
+    total = 64 * len(prompts)
+    assert same["dual"] / total >= 0.45  # measured 57%
+    assert same["threshold"] / total >= 0.35  # measured 49%
+    assert passes / total <= 0.5  # measured 0.375 forward passes per token
