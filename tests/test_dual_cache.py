@@ -95,3 +95,12 @@ def test_attention_implementation_is_restored_after_an_error(fresh_modernbert):
         fresh_modernbert.generate(torch.tensor([[10, 11]]), max_new_tokens=8, steps=8, block_length=4,
                                   kv_cache="dual", callback_on_step_end=fail)  # fmt: skip
     assert fresh_modernbert.config._attn_implementation == "sdpa"
+
+
+def test_dual_cache_infills_and_equals_exact_with_one_step_per_block(tiny_modernbert):
+    ids = torch.tensor([[10, MASK, MASK, 13, MASK, 15, MASK, MASK, 18, 19, MASK, MASK]])
+    settings = dict(block_length=4, repetition_penalty=1.0, suppress_tokens=[MASK])
+    cached = tiny_modernbert.infill(ids, steps=12, kv_cache="dual", **settings)
+    assert not (cached == MASK).any() and torch.equal(cached[ids != MASK], ids[ids != MASK])
+    one_step = tiny_modernbert.infill(ids, steps=3, kv_cache="dual", **settings)
+    assert torch.equal(one_step, tiny_modernbert.infill(ids, steps=3, **settings))
