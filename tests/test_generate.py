@@ -319,3 +319,13 @@ def test_infill_without_masks_and_too_long_inputs_fail_clearly(counted_model):
     with pytest.raises(ValueError, match="128 positions"):
         counted_model.infill(torch.full((1, 130), MASK))
     assert counted_model.forward_calls == []
+
+
+@pytest.mark.slow
+def test_a_compiled_encoder_gives_the_same_tokens(fresh_modernbert):
+    """`torch.compile` is opt-in (`model.model.compile(dynamic=True)`, docs/performance.md) and exact."""
+    ids, mask = left_pad([[10, 11, 12, 13, 14], [20, 21]])
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.0)
+    exact = fresh_modernbert.generate(ids, attention_mask=mask, **settings)
+    fresh_modernbert.model.compile(dynamic=True)
+    assert torch.equal(fresh_modernbert.generate(ids, attention_mask=mask, **settings), exact)
