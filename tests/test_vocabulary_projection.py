@@ -50,3 +50,17 @@ def test_wrapped_layers_run_their_own_forward(decoder):
     with torch.inference_mode():
         assert not uses_onednn_kernel(hidden, scaled)
         torch.testing.assert_close(project_to_vocabulary(hidden, scaled), 2 * decoder(hidden))
+
+
+def test_a_failing_kernel_falls_back_to_the_module(decoder, monkeypatch):
+    import transformers_mdlm.vocabulary_projection as projection
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operator changed")
+
+    monkeypatch.setattr(projection, "_ONEDNN_LINEAR", True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken, raising=False)
+    hidden = torch.randn(3, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(project_to_vocabulary(hidden, decoder), decoder(hidden))
+        assert not uses_onednn_kernel(hidden, decoder)  # disabled for the rest of the process

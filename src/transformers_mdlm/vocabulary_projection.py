@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 
 def _onednn_linear_available() -> bool:
@@ -69,10 +72,16 @@ def project_to_vocabulary(hidden_states: torch.Tensor, decoder: nn.Module) -> to
 
     ```
     """
+    global _ONEDNN_LINEAR
     if not uses_onednn_kernel(hidden_states, decoder):
         return decoder(hidden_states)
     flat = hidden_states.reshape(-1, hidden_states.shape[-1]).contiguous()
-    logits = torch.ops.mkldnn._linear_pointwise(flat, decoder.weight, decoder.bias, "none", [], "")
+    try:
+        logits = torch.ops.mkldnn._linear_pointwise(flat, decoder.weight, decoder.bias, "none", [], "")
+    except (RuntimeError, TypeError) as error:  # a private operator: if a PyTorch release changes it, use the module
+        logger.warning("oneDNN's linear kernel failed (%s); the output projection falls back to the module.", error)
+        _ONEDNN_LINEAR = False
+        return decoder(hidden_states)
     return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
 
 
