@@ -104,3 +104,23 @@ def test_dual_cache_infills_and_equals_exact_with_one_step_per_block(tiny_modern
     assert not (cached == MASK).any() and torch.equal(cached[ids != MASK], ids[ids != MASK])
     one_step = tiny_modernbert.infill(ids, steps=3, kv_cache="dual", **settings)
     assert torch.equal(one_step, tiny_modernbert.infill(ids, steps=3, **settings))
+
+
+def test_eager_attention_models_use_the_cache_and_get_eager_back(fresh_modernbert):
+    fresh_modernbert.set_attn_implementation("eager")
+    ids = torch.tensor([[10, 11, 12]])
+    settings = dict(max_new_tokens=8, steps=2, block_length=4, repetition_penalty=1.0)  # one step per block
+    assert torch.equal(
+        fresh_modernbert.generate(ids, kv_cache="dual", **settings), fresh_modernbert.generate(ids, **settings)
+    )
+    assert fresh_modernbert.config._attn_implementation == "eager"
+
+
+def test_flash_attention_is_refused_with_the_fix():
+    from types import SimpleNamespace
+
+    from transformers_mdlm.generation.dual_cache import check_dual_cache_support
+
+    model = SimpleNamespace(supports_dual_cache=True, config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    with pytest.raises(ValueError, match=r"attn_implementation='sdpa'.*kv_cache=None"):
+        check_dual_cache_support(model)
