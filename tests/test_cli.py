@@ -90,3 +90,11 @@ def test_chat_ends_on_end_of_input(tiny_model_dir):
         raise EOFError
 
     assert run_chat(args, input_fn=no_input) == 0
+
+
+def test_generate_accepts_the_dual_cache(capsys):
+    args = build_parser().parse_args(["generate", "--kv-cache", "dual", "x"])
+    assert args.kv_cache == "dual"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--kv-cache", "prefix", "x"])
+    assert "invalid choice: 'prefix'" in capsys.readouterr().err

@@ -34,7 +34,10 @@ class ModernBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, ModernBertFor
 class BertForMaskedDiffusion(MaskedDiffusionGenerationMixin, BertForMaskedLM):
     """BERT as a masked diffusion language model."""
 
-    supports_dual_cache = True
+    @property
+    def supports_dual_cache(self) -> bool:
+        # Relative position embeddings are computed from positions within the input, not from `position_ids`.
+        return getattr(self.config, "position_embedding_type", "absolute") == "absolute"
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         predictions = self.cls.predictions
