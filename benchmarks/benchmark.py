@@ -39,8 +39,14 @@ from transformers_mdlm import AutoModelForMaskedDiffusion
 
 #: Diffutron's short-answer settings (the paper's "short context" decoding).
 SHORT_SETTINGS = {"max_new_tokens": 64, "steps": 64, "block_length": 32}
-#: The reference loop has no EOS stop and is run without penalty; so is this package, whatever the model's defaults.
-SAME_AS_REFERENCE = {"repetition_penalty": 1.0, "stop_on_eos": False, "temperature": 0.0}
+#: `generation --settings`: the decoding compared with the reference loop (greedy in all).
+GENERATION_SETTINGS = {
+    "short": {**SHORT_SETTINGS, "repetition_penalty": 1.0},
+    "short-penalty": {**SHORT_SETTINGS, "repetition_penalty": 1.2},
+    "authors-defaults": {"max_new_tokens": 128, "steps": 128, "block_length": 128, "repetition_penalty": 1.2},
+}
+#: The reference loop has no EOS stop and is greedy here; so is this package, whatever the model's defaults.
+SAME_AS_REFERENCE = {"stop_on_eos": False, "temperature": 0.0}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TURKISH_PROMPTS = [
     "Türkiye'nin başkenti",
@@ -131,7 +137,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
     model = model.to(DTYPES[args.dtype])
     if args.compile:
         model.model.compile(dynamic=True)  # the encoder; the head runs eagerly at a varying number of positions
-    settings = dict(SHORT_SETTINGS)
+    settings = dict(GENERATION_SETTINGS[args.settings])
     rows = []
     for batch in (1, len(prompts)):
         chosen = prompts[:batch]
@@ -147,7 +153,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
             ),
             "reference loop": lambda chosen=chosen: reference_generate(
-                model, chosen, mask_id=mask_id, eos_id=eos_id, repetition_penalty=1.0, **settings
+                model, chosen, mask_id=mask_id, eos_id=eos_id, **settings
             ),
         }
         if not args.no_cache:
@@ -310,6 +316,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights and compute (generation)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (generation)")
     parser.add_argument("--no-cache", action="store_true", help="skip the dual-cache rows (generation)")
+    parser.add_argument(
+        "--settings",
+        choices=sorted(GENERATION_SETTINGS),
+        default="short",
+        help="generation: Diffutron's short-answer settings without or with the repetition penalty, "
+        "or the authors' sampler defaults (128 tokens, 128 steps, one block, penalty 1.2)",
+    )
     parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--output", help="append the JSON report to this file")
     args = parser.parse_args()

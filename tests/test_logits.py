@@ -30,6 +30,20 @@ def test_penalty_by_hand():
     assert apply_repetition_penalty(logits, presence, 1.0) is logits
 
 
+def test_sparse_penalty_equals_the_dense_one_in_place():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 50, generator=generator)
+    tokens = torch.tensor([[7, 4, 7, 1, 30, 0], [2, 2, 49, 4, 4, 4]])  # repeats, mask (4), EOS (1), padding (0)
+    valid = torch.tensor([[True] * 5 + [False], [True] * 6])
+    presence = token_presence(tokens, valid, vocab_size=50, exclude=(4, 1))
+    dense = apply_repetition_penalty(logits, presence, 1.3)
+    sparse = apply_repetition_penalty(logits.clone(), presence, 1.3, token_ids=tokens)
+    assert torch.equal(sparse, dense)
+    assert not torch.equal(dense, logits)  # the penalty did something
+    in_place = logits.clone()
+    assert apply_repetition_penalty(in_place, presence, 1.3, token_ids=tokens) is in_place
+
+
 def test_top_k_and_top_p_filtering():
     logits = torch.log(torch.tensor([[[0.5, 0.3, 0.15, 0.05]]]))
     assert filter_logits(logits, temperature=1.0, top_k=2, top_p=None).isfinite().tolist() == [

@@ -160,7 +160,10 @@ def _denoise(
                 vocab_size = logits.shape[-1]
             if config.repetition_penalty != 1.0:
                 presence = token_presence(x_active, canvas.real[active], vocab_size, exclude=(mask_id, eos_id))
-                logits = apply_repetition_penalty(logits, presence, config.repetition_penalty)
+                # In place, on the columns of the row's tokens only (`logits` are this step's own tensor).
+                logits = apply_repetition_penalty(
+                    logits, presence, config.repetition_penalty, token_ids=x_active.clamp(max=vocab_size - 1)
+                )
 
             if config.suppress_tokens:
                 logits[..., list(config.suppress_tokens)] = float("-inf")
