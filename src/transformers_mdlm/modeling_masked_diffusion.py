@@ -3,8 +3,7 @@
 Each class subclasses the transformers masked-LM class of its architecture without changing a module, so checkpoints
 load and save with the same tensor names, and every `PreTrainedModel` feature (dtype and attention choices,
 `save_pretrained`, `push_to_hub`, peft) keeps working. Only the output head is named per architecture, so that
-decoding can compute logits at the positions a step needs instead of the whole sequence (through oneDNN's linear
-kernel for float32 CPU inference where the head's last layer is a plain `nn.Linear`; see `vocabulary_projection`).
+decoding can compute logits at the positions a step needs instead of the whole sequence.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from transformers import (
 )
 
 from .generation.mixin import MaskedDiffusionGenerationMixin
-from .vocabulary_projection import project_to_vocabulary
 
 
 class ModernBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, ModernBertForMaskedLM):
@@ -28,7 +26,7 @@ class ModernBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, ModernBertFor
     supports_dual_cache = True
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return project_to_vocabulary(self.head(hidden_states), self.decoder)
+        return self.decoder(self.head(hidden_states))
 
 
 class BertForMaskedDiffusion(MaskedDiffusionGenerationMixin, BertForMaskedLM):
@@ -40,8 +38,7 @@ class BertForMaskedDiffusion(MaskedDiffusionGenerationMixin, BertForMaskedLM):
         return getattr(self.config, "position_embedding_type", "absolute") == "absolute"
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        predictions = self.cls.predictions
-        return project_to_vocabulary(predictions.transform(hidden_states), predictions.decoder)
+        return self.cls(hidden_states)
 
     def max_sequence_length(self) -> int | None:
         if getattr(self.config, "position_embedding_type", "absolute") != "absolute":
@@ -75,7 +72,7 @@ class DistilBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, DistilBertFor
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.vocab_layer_norm(self.activation(self.vocab_transform(hidden_states)))
-        return project_to_vocabulary(hidden_states, self.vocab_projector)
+        return self.vocab_projector(hidden_states)
 
 
 __all__ = [
