@@ -203,8 +203,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
                 f"`suppress_tokens` must be a list of token ids (ints >= 0) or None, got {self.suppress_tokens!r}."
             )
         _check_number("cfg_scale", self.cfg_scale, "a number >= 0", lambda v: v >= 0)
-        if self.kv_cache is not None:
-            _check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
+        _check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
         for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
             _check_bool(flag, getattr(self, flag))
         for name in ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
@@ -275,6 +274,8 @@ def _check_number(name: str, value: Any, allowed: str, ok: Any, optional: bool =
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...], optional: bool = False) -> None:
+    if value is None and optional:
+        return
     if value not in allowed:
         choices = ", ".join(repr(v) for v in (*allowed, *((None,) if optional else ())))
         raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")
