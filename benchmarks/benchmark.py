@@ -14,7 +14,8 @@ passes per token, peak memory (the process's resident high-water mark, reset bef
 peak on a GPU) and the share of new tokens equal to the reference's. `--model mmbert` builds an mmBERT-shaped random
 model (vocabulary 256,000, hidden 768, 22 layers) without slow initialisation; `--model embedded` uses the package's
 embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--compile` compiles the encoder with
-`torch.compile` (both methods use it). `fast-decoding` compares the sampler's fast settings on the embedded model;
+`torch.compile` (both methods use it); `--settings` picks the decoding (Diffutron's short answers without or with
+the repetition penalty, or the authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model;
 `training` measures tokens per second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables
 go to stdout, JSON to `--output`.
 """
