@@ -107,7 +107,7 @@ def mmbert_shaped_model(device: str) -> tuple[Any, list[list[int]], int, int]:
 def embedded_model(device: str) -> tuple[Any, list[list[int]], int, int, Any]:
     from transformers import AutoTokenizer
 
-    from transformers_mdlm.hub import default_model_path
+    from transformers_mdlm.presets import default_model_path
 
     path = default_model_path()
     if path is None:
@@ -260,7 +260,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import ModernBertConfig
 
     from transformers_mdlm import MaskedDiffusionTrainer, MaskedDiffusionTrainingArguments
-    from transformers_mdlm.hub import default_model_path
+    from transformers_mdlm.presets import default_model_path
 
     tokenizer = None
     if default_model_path():

@@ -23,8 +23,8 @@ from transformers import pipeline
 import transformers_mdlm  # noqa: F401  (registers the pipeline)
 from transformers_mdlm.evaluation import corpus_evidence_bound, score_multiple_choice, unigram_bound
 from transformers_mdlm.evaluation.tasks import MULTIPLE_CHOICE_TASKS
-from transformers_mdlm.hub import DEFAULT_MODEL_DIR
 from transformers_mdlm.model_card import build_model_card
+from transformers_mdlm.presets import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PROMPTS = [

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import ModernBertConfig, PreTrainedTokenizerFast, pipeline
 
 import transformers_mdlm
-from transformers_mdlm.hub import default_model_path
+from transformers_mdlm.presets import default_model_path
 from transformers_mdlm.visualization import render_denoising
 
 SENTENCES = (

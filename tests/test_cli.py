@@ -42,14 +42,14 @@ def test_generate_chat_mode_and_seeded_sampling_is_reproducible(tiny_model_dir, 
 def test_generate_reports_bad_arguments(tiny_model_dir, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), "--steps", "0", "w1"]) == 2
     assert "`steps`" in capsys.readouterr().err
-    import transformers_mdlm.hub
+    import transformers_mdlm.presets
 
-    real = transformers_mdlm.hub.default_model_path
-    transformers_mdlm.hub.default_model_path = lambda: None
+    real = transformers_mdlm.presets.default_model_path
+    transformers_mdlm.presets.default_model_path = lambda: None
     try:
         assert main(["generate", "w1"]) == 2
     finally:
-        transformers_mdlm.hub.default_model_path = real
+        transformers_mdlm.presets.default_model_path = real
     assert "--model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "--remasking", "best", "w1"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from transformers_mdlm.hub import default_model_path
+from transformers_mdlm.presets import default_model_path
 
 TURKISH_LETTERS = re.compile(r"[A-Za-zÇĞİÖŞÜçğıöşü]")
 

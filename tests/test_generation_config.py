@@ -16,14 +16,14 @@ def test_is_a_transformers_generation_config_with_diffusion_fields():
     expected = {
         "max_new_tokens": 128,
         "steps": 128,
-        "block_length": 128,
+        "block_length": None,
         "temperature": 0.0,
         "top_k": None,
         "top_p": None,
         "remasking": "low_confidence",
         "schedule": "linear",
         "confidence_threshold": None,
-        "repetition_penalty": 1.2,
+        "repetition_penalty": 1.0,
         "cfg_scale": 0.0,
         "stochastic_transfer": False,
         "stop_on_eos": False,
@@ -65,11 +65,6 @@ def test_with_overrides_copies_and_validates():
         config.with_overrides(stepz=8)
 
 
-def test_steps_per_block():
-    config = MaskedDiffusionGenerationConfig(steps=10, block_length=7)
-    assert config.steps_per_block(23) == 3  # ceil(23 / 7) = 4 blocks, ceil(10 / 4) = 3
-
-
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
     [
@@ -78,15 +73,19 @@ def test_steps_per_block():
         ("block_length", 0, ">= 1"),
         ("max_new_tokens", -1, ">= 0"),
         ("temperature", -0.1, ">= 0"),
+        ("temperature", float("inf"), "finite number >= 0"),
         ("top_p", 0.0, r"\(0, 1\]"),
         ("top_p", 1.5, r"\(0, 1\]"),
         ("top_k", -1, ">= 0"),
         ("remasking", "lowest", "low_confidence"),
         ("schedule", "exp", "linear"),
         ("cfg_scale", -1.0, ">= 0"),
+        ("cfg_scale", float("inf"), "finite number >= 0"),
         ("confidence_threshold", 0.0, r"\(0, 1\]"),
         ("confidence_threshold", 1.01, r"\(0, 1\]"),
         ("repetition_penalty", 0.0, "> 0"),
+        ("repetition_penalty", float("inf"), "finite number > 0"),
+        ("repetition_penalty", float("nan"), "finite number > 0"),
         ("stop_on_eos", 1, "True or False"),
         ("mask_token_id", -4, ">= 0"),
     ],

@@ -154,9 +154,9 @@ def test_a_peft_adapter_folder_loads_onto_its_base(tmp_path):
 def test_register_a_new_architecture():
     from transformers import ElectraConfig, ElectraForMaskedLM
 
-    from transformers_mdlm import MaskedDiffusionGenerationMixin
+    from transformers_mdlm import MaskedDiffusionModelMixin
 
-    class ElectraForMaskedDiffusion(MaskedDiffusionGenerationMixin, ElectraForMaskedLM):
+    class ElectraForMaskedDiffusion(MaskedDiffusionModelMixin, ElectraForMaskedLM):
         def compute_logits(self, hidden_states):
             return self.generator_lm_head(self.generator_predictions(hidden_states))
 

@@ -87,12 +87,12 @@ def test_answers_are_cut_at_eos_and_end_of_answer(pipe):
     tok = pipe.tokenizer
     ids = tok("w1 w2 [/Answer] w3", add_special_tokens=False).input_ids
     meta = {"kind": "chat", "messages": [{"role": "user", "content": "q"}], "end_marker": "[/Answer]",
-            "prompt_length": 2, "text": "", "sequence": [20, 21, *ids]}  # fmt: skip
+            "text": "", "prompt_tokens": [20, 21], "new_tokens": ids}  # fmt: skip
     assert pipe.postprocess({"meta": meta})[0]["generated_text"][-1]["content"] == "w1 w2"
     meta.update(
         kind="completion",
         end_marker=None,
-        sequence=[20, 21, *tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30],
+        new_tokens=[*tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30],
     )
     assert pipe.postprocess({"meta": meta})[0]["generated_text"] == " w4 w5"
 

@@ -77,7 +77,7 @@ def test_the_shared_turkish_data_prepares_with_the_embedded_tokenizer():
     from transformers import AutoTokenizer
 
     from transformers_mdlm import format_instruction_dataset, pack_dataset
-    from transformers_mdlm.hub import default_model_path
+    from transformers_mdlm.presets import default_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path())
     corpus = load_dataset("text", data_files=str(SHARED / "corpus" / "validation.txt"), split="train")

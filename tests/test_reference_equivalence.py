@@ -7,6 +7,10 @@ import torch
 
 from conftest import EOS, MASK, left_pad, random_prompt
 from reference_sampler import reference_generate, reference_infill
+from transformers_mdlm.presets import generation_preset
+
+# The authors' sampling function's defaults: where a setting below is left out, both sides use theirs.
+AUTHORS = generation_preset("diffutron-sampler")
 
 SETTINGS = {
     "paper-short": dict(max_new_tokens=32, steps=16, block_length=32),
@@ -38,7 +42,7 @@ def test_single_prompt_matches_reference(tiny_modernbert, name):
     settings = SETTINGS[name]
     prompt = random_prompt(torch.Generator().manual_seed(len(name)), 9)
     expected = _new_tokens_reference(tiny_modernbert, [prompt], **settings)
-    out = tiny_modernbert.generate(torch.tensor([prompt]), **settings)  # the package's defaults are the authors'
+    out = tiny_modernbert.generate(torch.tensor([prompt]), **{**AUTHORS, **settings})
     assert out[0, len(prompt) :].tolist() == expected[0]
     assert out[0, : len(prompt)].tolist() == prompt
 
@@ -50,7 +54,7 @@ def test_uneven_batch_matches_reference(tiny_modernbert, name):
     prompts = [random_prompt(g, n) for n in (3, 11, 6)]
     expected = _new_tokens_reference(tiny_modernbert, prompts, **settings)
     ids, mask = left_pad(prompts)
-    out = tiny_modernbert.generate(ids, attention_mask=mask, **settings)
+    out = tiny_modernbert.generate(ids, attention_mask=mask, **{**AUTHORS, **settings})
     assert [row[ids.shape[1] :] for row in out.tolist()] == expected
 
 
@@ -105,7 +109,7 @@ def test_infill_matches_reference(tiny_modernbert, settings):
     for row, tokens in enumerate(inputs):  # right padding here, to exercise either side
         ids[row, : len(tokens)] = torch.tensor(tokens)
         mask[row, : len(tokens)] = 1
-    out = tiny_modernbert.infill(ids, attention_mask=mask, **settings)
+    out = tiny_modernbert.infill(ids, attention_mask=mask, **{"repetition_penalty": 1.2, **settings})
     for row, tokens in enumerate(inputs):
         assert out[row, : len(tokens)].tolist() == expected[row, : len(tokens)].tolist()
         assert (out[row, len(tokens) :] == 0).all()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reference_sampler import transfer_counts
-from transformers_mdlm import MaskedDiffusionScheduler
+from transformers_mdlm import MaskedDiffusionScheduler, SamplingParameters
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,9 @@ def test_step_commits_the_most_confident_masked_positions():
     scheduler = MaskedDiffusionScheduler()
     sample = torch.tensor([[9, 0, 0, 0, 0]])  # 0 is the mask id here; position 0 is not masked
     logits = _logits_favouring([5, 6, 7, 8, 3], [9.0, 1.0, 4.0, 2.0, 3.0])
-    out = scheduler.step(logits, 1.0, sample, mask_token_id=0, num_transfer_tokens=torch.tensor([2]))
+    out = scheduler.step(
+        logits, 1.0, sample, sampling=SamplingParameters(mask_token_id=0), num_transfer_tokens=torch.tensor([2])
+    )
     assert out.transfer_index.tolist() == [[False, False, True, False, True]]
     assert out.prev_sample.tolist() == [[9, 0, 7, 0, 3]]
     assert out.confidence[0, 0] == float("-inf")
@@ -95,9 +97,11 @@ def test_step_from_timestep_follows_the_schedule():
     scheduler.set_timesteps(2)
     sample = torch.zeros(1, 3, dtype=torch.long)
     logits = _logits_favouring([5, 6, 7], [1.0, 3.0, 2.0])
-    first = scheduler.step(logits, scheduler.timesteps[0], sample, mask_token_id=0)
+    first = scheduler.step(logits, scheduler.timesteps[0], sample, sampling=SamplingParameters(mask_token_id=0))
     assert first.transfer_index.sum() == 2  # round(3 * 0.5) = 2
-    second = scheduler.step(logits, scheduler.timesteps[1], first.prev_sample, mask_token_id=0)
+    second = scheduler.step(
+        logits, scheduler.timesteps[1], first.prev_sample, sampling=SamplingParameters(mask_token_id=0)
+    )
     assert second.transfer_index.sum() == 1
     assert (second.prev_sample != 0).all()
 
@@ -106,10 +110,10 @@ def test_confidence_threshold_commits_all_confident_and_at_least_one():
     scheduler = MaskedDiffusionScheduler(confidence_threshold=0.5)
     sample = torch.zeros(1, 4, dtype=torch.long)
     logits = _logits_favouring([5, 6, 7, 8], [9.0, 0.5, 8.0, 1.0])
-    out = scheduler.step(logits, 1.0, sample, mask_token_id=0)
+    out = scheduler.step(logits, 1.0, sample, sampling=SamplingParameters(mask_token_id=0))
     assert out.transfer_index.tolist() == [[True, False, True, False]]
     timid = _logits_favouring([5, 6, 7, 8], [0.1, 0.3, 0.2, 0.0])
-    out = scheduler.step(timid, 1.0, sample, mask_token_id=0)
+    out = scheduler.step(timid, 1.0, sample, sampling=SamplingParameters(mask_token_id=0))
     assert out.transfer_index.tolist() == [[False, True, False, False]]
 
 

@@ -12,9 +12,10 @@ from .generation import (
     MaskedDiffusionGenerationOutput,
     MaskedDiffusionScheduler,
     MaskedDiffusionSchedulerOutput,
+    SamplingParameters,
 )
-from .hub import MODEL_ALIASES, resolve_model_name
 from .modeling_auto import MODEL_FOR_MASKED_DIFFUSION_MAPPING, AutoModelForMaskedDiffusion
+from .modeling_base import MaskedDiffusionModelMixin
 from .modeling_masked_diffusion import (
     BertForMaskedDiffusion,
     DistilBertForMaskedDiffusion,
@@ -23,6 +24,7 @@ from .modeling_masked_diffusion import (
     XLMRobertaForMaskedDiffusion,
 )
 from .pipelines import MaskedDiffusionPipeline, register_pipeline
+from .presets import GENERATION_PRESETS, MODEL_ALIASES, generation_preset, resolve_model_name
 from .training import (
     DataCollatorForMaskedDiffusion,
     DataCollatorForMaskedDiffusionSFT,
@@ -39,6 +41,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "DIFFUTRON_CHAT_TEMPLATE",
+    "GENERATION_PRESETS",
     "MODEL_ALIASES",
     "MODEL_FOR_MASKED_DIFFUSION_MAPPING",
     "AutoModelForMaskedDiffusion",
@@ -49,6 +52,7 @@ __all__ = [
     "MaskedDiffusionGenerationConfig",
     "MaskedDiffusionGenerationMixin",
     "MaskedDiffusionGenerationOutput",
+    "MaskedDiffusionModelMixin",
     "MaskedDiffusionPipeline",
     "MaskedDiffusionScheduler",
     "MaskedDiffusionSchedulerOutput",
@@ -56,10 +60,12 @@ __all__ = [
     "MaskedDiffusionTrainingArguments",
     "ModernBertForMaskedDiffusion",
     "RobertaForMaskedDiffusion",
+    "SamplingParameters",
     "XLMRobertaForMaskedDiffusion",
     "__version__",
     "diffutron_lora_config",
     "format_instruction_dataset",
+    "generation_preset",
     "pack_dataset",
     "register_pipeline",
     "resolve_model_name",

@@ -87,7 +87,7 @@ def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _load_pipeline(args: argparse.Namespace) -> Any:
     import transformers
 
-    from .hub import default_model_path
+    from .presets import default_model_path
 
     if args.model is None and default_model_path() is None:
         raise ValueError(

@@ -11,7 +11,6 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAuto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.utils import find_adapter_config_file
 
-from .hub import resolve_model_name
 from .modeling_masked_diffusion import (
     BertForMaskedDiffusion,
     DistilBertForMaskedDiffusion,
@@ -19,6 +18,7 @@ from .modeling_masked_diffusion import (
     RobertaForMaskedDiffusion,
     XLMRobertaForMaskedDiffusion,
 )
+from .presets import resolve_model_name
 
 MODEL_FOR_MASKED_DIFFUSION_MAPPING = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 for _config_class, _model_class in (

@@ -17,10 +17,10 @@ from transformers import (
     XLMRobertaForMaskedLM,
 )
 
-from .generation.mixin import MaskedDiffusionGenerationMixin
+from .modeling_base import MaskedDiffusionModelMixin
 
 
-class ModernBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, ModernBertForMaskedLM):
+class ModernBertForMaskedDiffusion(MaskedDiffusionModelMixin, ModernBertForMaskedLM):
     """ModernBERT (and mmBERT, Diffutron's backbone) as a masked diffusion language model."""
 
     supports_dual_cache = True
@@ -29,7 +29,7 @@ class ModernBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, ModernBertFor
         return self.decoder(self.head(hidden_states))
 
 
-class BertForMaskedDiffusion(MaskedDiffusionGenerationMixin, BertForMaskedLM):
+class BertForMaskedDiffusion(MaskedDiffusionModelMixin, BertForMaskedLM):
     """BERT as a masked diffusion language model."""
 
     @property
@@ -46,7 +46,7 @@ class BertForMaskedDiffusion(MaskedDiffusionGenerationMixin, BertForMaskedLM):
         return self.config.max_position_embeddings
 
 
-class RobertaForMaskedDiffusion(MaskedDiffusionGenerationMixin, RobertaForMaskedLM):
+class RobertaForMaskedDiffusion(MaskedDiffusionModelMixin, RobertaForMaskedLM):
     """RoBERTa as a masked diffusion language model."""
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class RobertaForMaskedDiffusion(MaskedDiffusionGenerationMixin, RobertaForMasked
         return self.config.max_position_embeddings - (self.config.pad_token_id or 0) - 1
 
 
-class XLMRobertaForMaskedDiffusion(MaskedDiffusionGenerationMixin, XLMRobertaForMaskedLM):
+class XLMRobertaForMaskedDiffusion(MaskedDiffusionModelMixin, XLMRobertaForMaskedLM):
     """XLM-RoBERTa as a masked diffusion language model."""
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -67,7 +67,7 @@ class XLMRobertaForMaskedDiffusion(MaskedDiffusionGenerationMixin, XLMRobertaFor
         return self.config.max_position_embeddings - (self.config.pad_token_id or 0) - 1
 
 
-class DistilBertForMaskedDiffusion(MaskedDiffusionGenerationMixin, DistilBertForMaskedLM):
+class DistilBertForMaskedDiffusion(MaskedDiffusionModelMixin, DistilBertForMaskedLM):
     """DistilBERT as a masked diffusion language model."""
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:

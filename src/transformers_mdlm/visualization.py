@@ -13,6 +13,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from .tokenizer_utils import decode_frame
+
 MASK_GLYPH = "░░"
 
 
@@ -214,9 +216,7 @@ class LiveDenoisingView:
         return shown
 
     def callback(self, model: Any, step: int, timestep: float, callback_kwargs: dict[str, Any]) -> None:
-        tokens = callback_kwargs["sequences"][0, self.start :].tolist()
-        hidden = set(self.tokenizer.all_special_ids) - {self.tokenizer.mask_token_id}
-        text = self.tokenizer.decode([t for t in tokens if t not in hidden])
+        text = decode_frame(callback_kwargs["sequences"][0, self.start :].tolist(), self.tokenizer)
         self.frames += 1
         if self._live is not None:
             self._live.update(self.render(text))

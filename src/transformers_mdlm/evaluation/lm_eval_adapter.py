@@ -44,8 +44,8 @@ class MaskedDiffusionLM(LM):
         super().__init__()
         from transformers import AutoTokenizer
 
-        from ..hub import default_model_path, resolve_model_name
         from ..modeling_auto import AutoModelForMaskedDiffusion
+        from ..presets import default_model_path, resolve_model_name
 
         if pretrained is None:
             pretrained = default_model_path()

@@ -41,7 +41,7 @@ def evaluate_model(
     import transformers
 
     from .. import register_pipeline
-    from ..hub import default_model_path
+    from ..presets import default_model_path
 
     register_pipeline()
     if model is None:

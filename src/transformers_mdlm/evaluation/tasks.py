@@ -10,7 +10,6 @@ length normalisation) and `acc_per_token` (score per token).
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .jsonl import read_jsonl
 from .likelihood import evidence_bound
 
 
@@ -46,8 +46,7 @@ class MultipleChoiceTask:
         path = Path(data_dir) / f"{self.name}_{split}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"No data for task {self.name!r}: {path} does not exist.")
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [self.build(row) for row in rows[:limit]]
+        return [self.build(row) for row in read_jsonl(path, limit)]
 
 
 def _lower_first(text: str) -> str:
@@ -167,8 +166,7 @@ def load_xquad(data_dir: str | Path, split: str = "validation", limit: int | Non
     path = Path(data_dir) / f"xquad_tr_{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"No data for task 'xquad_tr': {path} does not exist.")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return rows[:limit]
+    return read_jsonl(path, limit)
 
 
 def xquad_answers(row: dict[str, Any]) -> list[str]:

@@ -1,11 +1,14 @@
-"""Masked diffusion decoding: configuration, scheduler, denoising loop and the model mixin."""
+"""Masked diffusion decoding: configuration, scheduler, canvas, denoising loop and the `generate`/`infill` mixin.
+
+Nothing here knows about training, pipelines or the Hub; it depends only on torch, transformers and diffusers.
+"""
 
 from __future__ import annotations
 
 from .configuration import MaskedDiffusionGenerationConfig
 from .mixin import MaskedDiffusionGenerationMixin
 from .outputs import MaskedDiffusionGenerationOutput
-from .scheduling import MaskedDiffusionScheduler, MaskedDiffusionSchedulerOutput
+from .scheduling import MaskedDiffusionScheduler, MaskedDiffusionSchedulerOutput, SamplingParameters
 
 __all__ = [
     "MaskedDiffusionGenerationConfig",
@@ -13,4 +16,5 @@ __all__ = [
     "MaskedDiffusionGenerationOutput",
     "MaskedDiffusionScheduler",
     "MaskedDiffusionSchedulerOutput",
+    "SamplingParameters",
 ]

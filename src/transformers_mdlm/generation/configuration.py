@@ -7,9 +7,16 @@ from typing import Any
 
 from transformers import GenerationConfig
 
+from ..validation import check_bool, check_choice, check_int, check_number
+
+#: Confidence rules that decide which masked positions a step commits (see `logits.confidence_scores`).
 REMASKING_STRATEGIES = ("low_confidence", "random", "margin", "entropy")
+#: Noise schedules `alpha(t)`.
 ALPHA_SCHEDULES = ("linear", "cosine")
+#: Approximate key/value caches for decoding.
 KV_CACHES = ("dual",)
+#: The special token ids a generation config carries, filled from the tokenizer or the model config when unset.
+SPECIAL_TOKEN_ATTRIBUTES = ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
 class MaskedDiffusionGenerationConfig(GenerationConfig):
@@ -20,14 +27,16 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
     `from_pretrained`, and any attribute can be overridden by a keyword argument of `generate`. Only the parameters that
     mean something for masked diffusion decoding are kept; the autoregressive ones (beams, caches, ...) are left out.
 
-    The defaults are those of the Diffutron authors' sampler (128 new tokens, 128 steps, one block of 128, greedy,
-    low-confidence remasking, repetition penalty 1.2), so that the same explicit settings give the same tokens as their
-    code even where a setting is left out. Options they do not have (top-k/top-p, margin/entropy, thresholds, EOS stop)
-    default to off.
+    The defaults are plain masked diffusion decoding: 128 new tokens in 128 steps, one block per call, greedy,
+    low-confidence remasking, no repetition penalty, no guidance. A model's recommended settings live in its own
+    `generation_config.json`; Diffutron checkpoints without one get their authors' recommendation as a preset (see
+    `transformers_mdlm.presets`).
 
     Decoding starts from a canvas of `max_new_tokens` mask tokens after the prompt, split into blocks of `block_length`
     tokens that are decoded left to right. Each block gets `ceil(steps / num_blocks)` denoising steps; each step runs the
     model once and commits some of the block's masked positions (how many: the `schedule`; which: `remasking`).
+    Every value is checked when the config is built or overridden: a bad one raises a `ValueError`/`TypeError` that
+    names the parameter and what it allows.
 
     Args:
         max_new_tokens (`int`, *optional*, defaults to 128):
@@ -37,8 +46,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         steps (`int`, *optional*, defaults to 128):
             Total number of denoising steps over all blocks. Each block gets `ceil(steps / num_blocks)`; steps that would
             commit no token are skipped, so a block never takes more forward passes than it has masks.
-        block_length (`int`, *optional*, defaults to 128):
-            Length of the semi-autoregressive blocks. `block_length >= max_new_tokens` decodes the canvas as one block.
+        block_length (`int`, *optional*):
+            Length of the semi-autoregressive blocks. `None` (or `block_length >= max_new_tokens`) decodes the canvas
+            as one block.
         temperature (`float`, *optional*, defaults to 0.0):
             `0` is greedy decoding (the argmax at every position). Above `0`, proposals are sampled with the Gumbel-max
             trick in float64 from `softmax(logits / temperature)`.
@@ -58,8 +68,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             `None` follows the fixed schedule. A value in `(0, 1]` switches to confidence-threshold parallel decoding
             (Fast-dLLM): every masked position of the block whose confidence exceeds it is committed, and at least one
             per step.
-        repetition_penalty (`float`, *optional*, defaults to 1.2):
-            The reference implementation's penalty: logits of every token id already present in the row (prompt
+        repetition_penalty (`float`, *optional*, defaults to 1.0):
+            Diffutron's penalty (1.2 in its authors' sampler): logits of every token id already present in the row (prompt
             included, mask and EOS excluded) are divided by it where positive and multiplied by it where negative, at
             every position. `1.0` is off.
         suppress_tokens (`list[int]`, *optional*):
@@ -91,8 +101,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
     >>> from transformers_mdlm import MaskedDiffusionGenerationConfig
 
     >>> config = MaskedDiffusionGenerationConfig(max_new_tokens=64, steps=64, block_length=32, mask_token_id=4)
-    >>> config.steps_per_block(64)
-    32
+    >>> config.with_overrides(temperature=0.1).temperature
+    0.1
     >>> MaskedDiffusionGenerationConfig(steps=0)
     Traceback (most recent call last):
     ...
@@ -107,7 +117,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         max_new_tokens: int | None = 128,
         max_length: int | None = None,
         steps: int = 128,
-        block_length: int = 128,
+        block_length: int | None = None,
         temperature: float = 0.0,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -115,7 +125,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         schedule: str = "linear",
         stochastic_transfer: bool = False,
         confidence_threshold: float | None = None,
-        repetition_penalty: float = 1.2,
+        repetition_penalty: float = 1.0,
         suppress_tokens: list[int] | None = None,
         cfg_scale: float = 0.0,
         stop_on_eos: bool = False,
@@ -170,31 +180,26 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         """Names of the parameters that `generate(**kwargs)` may override."""
         return tuple(name for name in vars(cls()) if not name.startswith("_") and name != "transformers_version")
 
-    def steps_per_block(self, max_new_tokens: int) -> int:
-        """Denoising steps given to each block of a canvas of `max_new_tokens` tokens: `ceil(steps / num_blocks)`."""
-        num_blocks = -(-max_new_tokens // self.block_length)
-        return -(-self.steps // num_blocks)
-
     def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None) -> None:
         """Raise a `ValueError` (or `TypeError`) naming the first parameter whose value is out of its allowed range."""
-        _check_int("max_new_tokens", self.max_new_tokens, minimum=0, optional=True)
-        _check_int("max_length", self.max_length, minimum=1, optional=True)
-        _check_int("steps", self.steps, minimum=1)
-        _check_int("block_length", self.block_length, minimum=1)
-        _check_number("temperature", self.temperature, "a number >= 0", lambda v: v >= 0)
-        _check_int("top_k", self.top_k, minimum=0, optional=True)
-        _check_number("top_p", self.top_p, "a number in (0, 1]", lambda v: 0 < v <= 1, optional=True)
-        _check_choice("remasking", self.remasking, REMASKING_STRATEGIES)
-        _check_choice("schedule", self.schedule, ALPHA_SCHEDULES)
-        _check_bool("stochastic_transfer", self.stochastic_transfer)
-        _check_number(
+        check_int("max_new_tokens", self.max_new_tokens, minimum=0, optional=True)
+        check_int("max_length", self.max_length, minimum=1, optional=True)
+        check_int("steps", self.steps, minimum=1)
+        check_int("block_length", self.block_length, minimum=1, optional=True)
+        check_number("temperature", self.temperature, "a finite number >= 0", lambda v: v >= 0)
+        check_int("top_k", self.top_k, minimum=0, optional=True)
+        check_number("top_p", self.top_p, "a number in (0, 1]", lambda v: 0 < v <= 1, optional=True)
+        check_choice("remasking", self.remasking, REMASKING_STRATEGIES)
+        check_choice("schedule", self.schedule, ALPHA_SCHEDULES)
+        check_bool("stochastic_transfer", self.stochastic_transfer)
+        check_number(
             "confidence_threshold",
             self.confidence_threshold,
             "a number in (0, 1] or None",
             lambda v: 0 < v <= 1,
             optional=True,
         )
-        _check_number("repetition_penalty", self.repetition_penalty, "a number > 0", lambda v: v > 0)
+        check_number("repetition_penalty", self.repetition_penalty, "a finite number > 0", lambda v: v > 0)
         if self.suppress_tokens is not None and (
             not isinstance(self.suppress_tokens, (list, tuple))
             or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.suppress_tokens)
@@ -202,12 +207,12 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             raise TypeError(
                 f"`suppress_tokens` must be a list of token ids (ints >= 0) or None, got {self.suppress_tokens!r}."
             )
-        _check_number("cfg_scale", self.cfg_scale, "a number >= 0", lambda v: v >= 0)
-        _check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
+        check_number("cfg_scale", self.cfg_scale, "a finite number >= 0", lambda v: v >= 0)
+        check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
         for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
-            _check_bool(flag, getattr(self, flag))
-        for name in ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
-            _check_int(name, getattr(self, name), minimum=0, optional=True)
+            check_bool(flag, getattr(self, flag))
+        for name in SPECIAL_TOKEN_ATTRIBUTES:
+            check_int(name, getattr(self, name), minimum=0, optional=True)
 
     @staticmethod
     def _get_default_generation_params() -> dict[str, Any]:
@@ -218,9 +223,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         """Build a config that takes the special token ids (pad, bos, eos, mask) of a model's configuration."""
         config_dict = model_config if isinstance(model_config, dict) else model_config.to_dict()
         token_ids = {
-            name: config_dict[name]
-            for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id")
-            if isinstance(config_dict.get(name), int)
+            name: config_dict[name] for name in SPECIAL_TOKEN_ATTRIBUTES if isinstance(config_dict.get(name), int)
         }
         config = cls(**token_ids)
         config._from_model_config = True
@@ -254,33 +257,14 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             config.return_dict_in_generate = True
         return config
 
+    def fill_special_token_ids(self, source: Any) -> MaskedDiffusionGenerationConfig:
+        """Set every special token id that is still `None` from `source` (a tokenizer or a model config), in place.
 
-def _check_int(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}{' or None' if optional else ''}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
-
-
-def _check_number(name: str, value: Any, allowed: str, ok: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be {allowed}, got {value!r}.")
-    if not ok(value):
-        raise ValueError(f"`{name}` must be {allowed}, got {value}.")
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...], optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if value not in allowed:
-        choices = ", ".join(repr(v) for v in (*allowed, *((None,) if optional else ())))
-        raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+        transformers' `generate` fills missing special ids from the model in the same way; a masked diffusion config
+        also needs the mask id, which tokenizers carry. Returns `self`.
+        """
+        for name in SPECIAL_TOKEN_ATTRIBUTES:
+            value = getattr(source, name, None)
+            if getattr(self, name) is None and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, value)
+        return self

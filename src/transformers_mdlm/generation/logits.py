@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from ..validation import check_choice
+from .configuration import REMASKING_STRATEGIES
+
 
 def token_presence(
     tokens: torch.LongTensor, valid: torch.BoolTensor, vocab_size: int, exclude: tuple[int | None, ...] = ()
@@ -108,6 +111,7 @@ def confidence_scores(
     - `margin`: top-1 minus top-2 probability;
     - `entropy`: negative entropy of the predictive distribution.
     """
+    check_choice("remasking", strategy, REMASKING_STRATEGIES)
     if strategy == "random":
         return torch.rand(proposals.shape, device=proposals.device, generator=generator)
     probs = torch.softmax(logits, dim=-1)
@@ -116,6 +120,5 @@ def confidence_scores(
     if strategy == "margin":
         top2 = probs.topk(2, dim=-1).values
         return top2[..., 0] - top2[..., 1]
-    if strategy == "entropy":
-        return (probs * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))).sum(dim=-1)
-    raise ValueError(f"`remasking` must be one of 'low_confidence', 'random', 'margin', 'entropy'; got {strategy!r}.")
+    # "entropy"
+    return (probs * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))).sum(dim=-1)

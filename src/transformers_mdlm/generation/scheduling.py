@@ -10,8 +10,40 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
+from ..validation import check_bool, check_choice, check_int, check_number
+from .canvas import pack_to_front
 from .configuration import ALPHA_SCHEDULES, REMASKING_STRATEGIES, MaskedDiffusionGenerationConfig
 from .logits import confidence_scores, filter_logits, propose_tokens
+
+
+@dataclass(frozen=True)
+class SamplingParameters:
+    """How a step draws its proposals: the mask id, and the sampling settings of the generation config.
+
+    Held apart from the scheduler's config so that one scheduler serves calls with different sampling settings
+    (`generate(temperature=...)` overrides them per call), as diffusers schedulers take them at `step` time.
+
+    Args:
+        mask_token_id (`int`): id of the mask token; positions of `sample` holding it compete.
+        temperature (`float`): `0` takes the argmax; above `0`, Gumbel-max sampling at that temperature.
+        top_k (`int`, *optional*), top_p (`float`, *optional*): filtering before sampling (`None` = off).
+    """
+
+    mask_token_id: int
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        check_int("mask_token_id", self.mask_token_id, minimum=0)
+        check_number("temperature", self.temperature, "a finite number >= 0", lambda v: v >= 0)
+        check_int("top_k", self.top_k, minimum=0, optional=True)
+        check_number("top_p", self.top_p, "a number in (0, 1]", lambda v: 0 < v <= 1, optional=True)
+
+    @classmethod
+    def from_generation_config(cls, config: MaskedDiffusionGenerationConfig) -> SamplingParameters:
+        """The sampling settings of a (checked) generation config."""
+        return cls(config.mask_token_id, config.temperature, config.top_k, config.top_p)
 
 
 @dataclass
@@ -91,13 +123,14 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         stochastic_transfer: bool = False,
         confidence_threshold: float | None = None,
     ) -> None:
-        # The generation config owns the checks, so a scheduler config and a generation config accept the same values.
-        MaskedDiffusionGenerationConfig(
-            schedule=schedule,
-            remasking=remasking,
-            stochastic_transfer=stochastic_transfer,
-            confidence_threshold=confidence_threshold,
-        )
+        # The same checks (and messages) as the generation config's.
+        check_choice("schedule", schedule, ALPHA_SCHEDULES)
+        check_choice("remasking", remasking, REMASKING_STRATEGIES)
+        check_bool("stochastic_transfer", stochastic_transfer)
+        check_number(
+            "confidence_threshold", confidence_threshold, "a number in (0, 1] or None", lambda v: 0 < v <= 1,
+            optional=True,
+        )  # fmt: skip
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
 
@@ -187,9 +220,8 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             left -= k
             if not bool(left.any()):
                 break
-        # Drop the steps that commit nothing: a stable sort moves each row's non-zero counts to the front.
-        order = torch.sort((counts == 0).to(torch.int8), dim=1, stable=True).indices
-        counts = counts.gather(1, order)
+        # Drop the steps that commit nothing: each row's non-zero counts move to the front, in order.
+        counts = counts.gather(1, pack_to_front(counts > 0))
         return counts[:, : int((counts > 0).sum(dim=1).max().item()) if counts.numel() else 0]
 
     # ------------------------------------------------------------------ one denoising step
@@ -200,14 +232,11 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         timestep: float | torch.Tensor,
         sample: torch.LongTensor,
         *,
-        mask_token_id: int,
+        sampling: SamplingParameters,
         num_transfer_tokens: torch.LongTensor | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
         positions: torch.LongTensor | None = None,
         sequence_length: int | None = None,
+        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> MaskedDiffusionSchedulerOutput | tuple[torch.Tensor, ...]:
         """Commit the most confident proposals among the masked positions of `sample`.
@@ -219,26 +248,27 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
                 Time `t` in `(0, 1]` of this step (from `timesteps`). Used only when `num_transfer_tokens` is `None`,
                 to derive the count from the schedule and the number of masks still in `sample`.
             sample (`torch.LongTensor` of shape `(batch_size, length)`):
-                Current tokens; positions equal to `mask_token_id` compete, the others are kept.
-            mask_token_id (`int`):
-                Id of the mask token.
+                Current tokens; positions equal to `sampling.mask_token_id` compete, the others are kept.
+            sampling ([`SamplingParameters`]):
+                The mask id and how proposals are drawn (temperature, top-k, top-p).
             num_transfer_tokens (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 How many positions each row commits (from [`get_num_transfer_tokens`]). Ignored with a
                 `confidence_threshold`.
-            temperature (`float`), top_k (`int`, *optional*), top_p (`float`, *optional*):
-                Sampling of the proposals; temperature 0 takes the argmax.
-            generator (`torch.Generator`, *optional*):
-                Random source for sampling and for `remasking="random"`.
             positions (`torch.LongTensor` of shape `(batch_size, length)`, *optional*), sequence_length (`int`):
                 Where the entries of `sample` sit in sequences of `sequence_length` tokens. When given, the most
                 confident entries are chosen by `torch.topk` over the whole sequence (the others at `-inf`), exactly
                 as the reference implementation does, so that exact ties in confidence are broken the same way.
+            generator (`torch.Generator`, *optional*):
+                Random source for sampling and for `remasking="random"`.
             return_dict (`bool`):
                 Return a [`MaskedDiffusionSchedulerOutput`] (default) or a tuple.
         """
-        masked = sample == mask_token_id
-        logits = filter_logits(model_output, temperature=temperature, top_k=top_k, top_p=top_p)
-        proposals = propose_tokens(logits, temperature=temperature, generator=generator)
+        if positions is not None and sequence_length is None:
+            raise ValueError("`positions` needs `sequence_length` (the length of the sequences they index).")
+        masked = sample == sampling.mask_token_id
+        logits = filter_logits(model_output, temperature=sampling.temperature, top_k=sampling.top_k,
+                               top_p=sampling.top_p)  # fmt: skip
+        proposals = propose_tokens(logits, temperature=sampling.temperature, generator=generator)
         # Confidence is judged on the unfiltered logits, as the reference does.
         confidence = confidence_scores(model_output, proposals, self.config.remasking, generator=generator)
         confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
@@ -327,4 +357,10 @@ def _top_k_mask(scores: torch.Tensor, k: torch.LongTensor) -> torch.BoolTensor:
     return selected.scatter_(1, top, keep)
 
 
-__all__ = ["ALPHA_SCHEDULES", "REMASKING_STRATEGIES", "MaskedDiffusionScheduler", "MaskedDiffusionSchedulerOutput"]
+__all__ = [
+    "ALPHA_SCHEDULES",
+    "REMASKING_STRATEGIES",
+    "MaskedDiffusionScheduler",
+    "MaskedDiffusionSchedulerOutput",
+    "SamplingParameters",
+]

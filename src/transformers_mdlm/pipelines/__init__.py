@@ -8,8 +8,8 @@ from typing import Any
 import transformers
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..hub import default_model_path, resolve_model_name
 from ..modeling_auto import AutoModelForMaskedDiffusion
+from ..presets import default_model_path, resolve_model_name
 from .masked_diffusion import MaskedDiffusionPipeline
 
 TASK = "masked-diffusion"

@@ -12,6 +12,8 @@ from transformers import Pipeline
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, DIFFUTRON_END_OF_ANSWER, validate_messages
 from ..generation.configuration import MaskedDiffusionGenerationConfig
+from ..generation.inputs import check_length
+from ..tokenizer_utils import decode_frame
 
 #: Above this many denoising steps, `progress_bar=None` shows a progress bar.
 PROGRESS_BAR_MIN_STEPS = 256
@@ -67,6 +69,9 @@ class MaskedDiffusionPipeline(Pipeline):
     _load_tokenizer = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Generation settings given at construction apply to every call (a call's own settings override them).
+        known = MaskedDiffusionGenerationConfig.parameter_names()
+        self._default_generate_kwargs = {key: value for key, value in kwargs.items() if key in known}
         super().__init__(*args, **kwargs)
         if self.tokenizer is None:
             raise ValueError("The masked-diffusion pipeline needs a tokenizer: pass `tokenizer=` with the model.")
@@ -80,11 +85,7 @@ class MaskedDiffusionPipeline(Pipeline):
                 "The masked-diffusion pipeline needs a model loaded with `AutoModelForMaskedDiffusion` (or one of its "
                 f"classes), got {type(self.model).__name__}."
             )
-        if generation_config.mask_token_id is None:
-            generation_config.mask_token_id = self.tokenizer.mask_token_id
-        for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
-            if getattr(generation_config, name) is None:
-                setattr(generation_config, name, getattr(self.tokenizer, name))
+        generation_config.fill_special_token_ids(self.tokenizer)
 
     # ------------------------------------------------------------------ parameters
 
@@ -99,19 +100,18 @@ class MaskedDiffusionPipeline(Pipeline):
         clean_up_tokenization_spaces: bool | None = None,
         **generate_kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        # Validate every generation parameter now, before any input is processed.
-        config = self.model.generation_config.with_overrides(**generate_kwargs)
+        # Check every generation parameter once, now, before any input is processed; the checked config travels down.
+        generate_kwargs = {**getattr(self, "_default_generate_kwargs", {}), **generate_kwargs}
+        config = self.model.generation_config.with_overrides(**generate_kwargs, return_dict_in_generate=True)
         preprocess: dict[str, Any] = {"max_new_tokens": config.max_new_tokens}
-        forward: dict[str, Any] = dict(generate_kwargs)
         postprocess: dict[str, Any] = {}
         if add_special_tokens is not None:
             preprocess["add_special_tokens"] = add_special_tokens
         if return_history is not None:
-            forward["output_history"] = bool(return_history)
+            config.output_history = bool(return_history)
             postprocess["return_history"] = bool(return_history)
-        # The bar's length is known now; `_forward` must not validate the parameters a second time for it.
-        forward["progress_bar"] = progress_bar if progress_bar is not None else config.steps >= PROGRESS_BAR_MIN_STEPS
-        forward["total_steps"] = config.steps
+        show_bar = progress_bar if progress_bar is not None else config.steps >= PROGRESS_BAR_MIN_STEPS
+        forward: dict[str, Any] = {"generation_config": config, "total_steps": config.steps if show_bar else None}
         if callback_on_step_end is not None:
             forward["callback_on_step_end"] = callback_on_step_end
         if generator is not None:
@@ -156,12 +156,11 @@ class MaskedDiffusionPipeline(Pipeline):
             end_marker = DIFFUTRON_END_OF_ANSWER if tokenizer.chat_template is None else None
         input_ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
         new_tokens = 0 if kind == "infill" else (max_new_tokens or 0)
-        limit = self.model.max_sequence_length()
-        if limit is not None and len(input_ids) + new_tokens > limit:
-            raise ValueError(
-                f"The input is {len(input_ids)} tokens; with {new_tokens} new tokens that is more than the model's "
-                f"{limit} positions. Shorten it or lower `max_new_tokens`."
-            )
+        check_length(
+            len(input_ids) + new_tokens,
+            self.model.max_sequence_length(),
+            f"The input ({len(input_ids)} tokens) plus {new_tokens} new tokens",
+        )
         return {
             "meta": {
                 "input_ids": input_ids,
@@ -175,42 +174,44 @@ class MaskedDiffusionPipeline(Pipeline):
     def _forward(
         self,
         model_inputs: dict[str, Any],
-        progress_bar: bool = False,
+        generation_config: MaskedDiffusionGenerationConfig,
         total_steps: int | None = None,
         callback_on_step_end: Callable | None = None,
         generator: torch.Generator | None = None,
-        **generate_kwargs: Any,
     ) -> dict[str, Any]:
+        """Generate for a batch of prepared inputs.
+
+        Rows go to the model in the decoding layout (each row from column 0, padding on the right), so the model
+        uses them as they are; each answer is read back by its prompt length: the prompt is a row's first `length`
+        columns and the new tokens follow the input's `width` columns.
+        """
         metas = model_inputs["meta"]
         metas = metas if isinstance(metas, list) else [metas]
         results: list[dict[str, Any]] = [dict(meta) for meta in metas]
-        groups = {
-            "generate": [i for i, meta in enumerate(metas) if meta["kind"] != "infill"],
-            "infill": [i for i, meta in enumerate(metas) if meta["kind"] == "infill"],
-        }
-        for kind, rows in groups.items():
+        for kind in ("generate", "infill"):
+            rows = [i for i, meta in enumerate(metas) if (meta["kind"] == "infill") == (kind == "infill")]
             if not rows:
                 continue
-            input_ids, attention_mask = self._left_pad([metas[i]["input_ids"] for i in rows])
-            with _ProgressBar(total_steps if progress_bar else None) as on_step:
+            lengths = [len(metas[i]["input_ids"]) for i in rows]
+            input_ids, attention_mask = self._right_pad([metas[i]["input_ids"] for i in rows])
+            width = input_ids.shape[1]
+            with _ProgressBar(total_steps) as on_step:
                 method = self.model.infill if kind == "infill" else self.model.generate
                 out = method(
                     input_ids,
                     attention_mask=attention_mask,
+                    generation_config=generation_config,
                     callback_on_step_end=_chain(on_step, callback_on_step_end),
                     generator=generator,
-                    return_dict_in_generate=True,
-                    **generate_kwargs,
                 )
-            for position, row in enumerate(rows):
-                keep = attention_mask[position].bool()
-                prompt_length = int(keep.sum()) if kind != "infill" else 0
-                width = input_ids.shape[1]
-                results[row]["sequence"] = _row_tokens(out.sequences[position], keep, width)
-                results[row]["prompt_length"] = prompt_length
+            for position, (row, length) in enumerate(zip(rows, lengths, strict=True)):
+                results[row]["prompt_tokens"] = out.sequences[position, :length].tolist()
+                results[row]["new_tokens"] = out.sequences[position, width:].tolist()
                 results[row]["nfe"] = out.nfe
                 if out.history is not None:
-                    results[row]["history"] = [_row_tokens(step[position], keep, width) for step in out.history]
+                    results[row]["history"] = [
+                        frame[position, :length].tolist() + frame[position, width:].tolist() for frame in out.history
+                    ]
         return {"meta": results}
 
     def postprocess(
@@ -226,12 +227,11 @@ class MaskedDiffusionPipeline(Pipeline):
         decode_kwargs = {"skip_special_tokens": True}
         if clean_up_tokenization_spaces is not None:
             decode_kwargs["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
-        sequence = meta["sequence"]
+        prompt_tokens = meta["prompt_tokens"]
         if meta["kind"] == "infill":
-            record: dict[str, Any] = {"generated_text": tokenizer.decode(sequence, **decode_kwargs)}
+            record: dict[str, Any] = {"generated_text": tokenizer.decode(prompt_tokens, **decode_kwargs)}
         else:
-            prompt_tokens = sequence[: meta["prompt_length"]]
-            new_tokens = _cut_at(sequence[meta["prompt_length"] :], tokenizer.eos_token_id)
+            new_tokens = _cut_at(meta["new_tokens"], tokenizer.eos_token_id)
             # As transformers' text-generation does: decode prompt and answer together (so that the spacing between
             # them is right), then drop the decoded prompt.
             answer = tokenizer.decode(prompt_tokens + new_tokens, **decode_kwargs)
@@ -245,10 +245,7 @@ class MaskedDiffusionPipeline(Pipeline):
                 prefix = meta["text"] if return_full_text else ""
                 record = {"generated_text": prefix + answer}
         if return_history:
-            record["history"] = [
-                tokenizer.decode(_visible(tokens, tokenizer), skip_special_tokens=False)
-                for tokens in meta.get("history", [])
-            ]
+            record["history"] = [decode_frame(tokens, tokenizer) for tokens in meta.get("history", [])]
         return [record]
 
     # ------------------------------------------------------------------ saving
@@ -267,15 +264,15 @@ class MaskedDiffusionPipeline(Pipeline):
 
     # ------------------------------------------------------------------ helpers
 
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _right_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows as a batch in the decoding layout: each from column 0, the pad id after it."""
         width = max(len(row) for row in rows)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for index, row in enumerate(rows):
-            if row:
-                input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                attention_mask[index, width - len(row) :] = 1
+            input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, : len(row)] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
 
 
@@ -302,13 +299,19 @@ class _ProgressBar:
 
 
 def _chain(*callbacks: Callable | None) -> Callable | None:
+    """One step callback calling each in turn; a replacement canvas one returns is what the next ones see."""
     callbacks = tuple(c for c in callbacks if c is not None)
     if not callbacks:
         return None
 
-    def call_all(*args: Any) -> None:
+    def call_all(model: Any, step: int, timestep: float, callback_kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        replaced = None
         for callback in callbacks:
-            callback(*args)
+            returned = callback(model, step, timestep, callback_kwargs)
+            if isinstance(returned, dict) and returned.get("sequences") is not None:
+                callback_kwargs = {**callback_kwargs, "sequences": returned["sequences"]}
+                replaced = {"sequences": returned["sequences"]}
+        return replaced
 
     return call_all
 
@@ -325,16 +328,5 @@ def _check_input_type(item: Any) -> None:
         )
 
 
-def _row_tokens(sequence: torch.Tensor, keep: torch.Tensor, width: int) -> list[int]:
-    """The row's tokens without its padding: the prompt part (first `width` columns) where `keep`, then the rest."""
-    return sequence[:width][keep].tolist() + sequence[width:].tolist()
-
-
 def _cut_at(tokens: list[int], stop_id: int | None) -> list[int]:
     return tokens[: tokens.index(stop_id)] if stop_id is not None and stop_id in tokens else tokens
-
-
-def _visible(tokens: list[int], tokenizer: Any) -> list[int]:
-    """Tokens of a history frame, with special tokens other than the mask removed (so masks stay visible)."""
-    hidden = set(tokenizer.all_special_ids) - {tokenizer.mask_token_id}
-    return [t for t in tokens if t not in hidden]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..generation.configuration import ALPHA_SCHEDULES
+from ..validation import check_choice, check_number
 
 LOSS_WEIGHTINGS = ("elbo", "none")
 LOSS_NORMALIZATIONS = ("sequence", "token")
@@ -53,17 +54,8 @@ class MaskedDiffusionTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.time_epsilon, bool) or not isinstance(self.time_epsilon, (int, float)):
-            raise TypeError(f"`time_epsilon` must be a number in [0, 1), got {self.time_epsilon!r}.")
-        if not 0 <= self.time_epsilon < 1:
-            raise ValueError(f"`time_epsilon` must be in [0, 1), got {self.time_epsilon}.")
-        for name, allowed in (
-            ("noise_schedule", ALPHA_SCHEDULES),
-            ("loss_weighting", LOSS_WEIGHTINGS),
-            ("loss_normalization", LOSS_NORMALIZATIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"`{name}` must be one of {', '.join(map(repr, allowed))}; got {getattr(self, name)!r}."
-                )
+        check_number("time_epsilon", self.time_epsilon, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        check_choice("noise_schedule", self.noise_schedule, ALPHA_SCHEDULES)
+        check_choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+        check_choice("loss_normalization", self.loss_normalization, LOSS_NORMALIZATIONS)
         super().__post_init__()

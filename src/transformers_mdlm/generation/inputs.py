@@ -1,0 +1,154 @@
+"""Checks of what `generate` and `infill` are given, done once per call before any forward pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..validation import check_token_ids
+from .configuration import MaskedDiffusionGenerationConfig
+from .denoising import CALLBACK_TENSOR_INPUTS
+from .scheduling import MaskedDiffusionScheduler
+
+
+def prepare_generation_config(
+    base: MaskedDiffusionGenerationConfig | Any | None,
+    kwargs: dict[str, Any],
+    *,
+    special_id_sources: tuple[Any, ...],
+    vocab_size: int | None,
+) -> MaskedDiffusionGenerationConfig:
+    """A checked copy of `base` with `kwargs` applied and its unset special ids taken from `special_id_sources`.
+
+    The sources are asked in order (the tokenizer passed to the call, the model's generation config, the model's
+    config), as transformers fills a passed generation config's special ids from the model. The copy is validated
+    once, here; everything after it trusts it.
+    """
+    if base is None:
+        base = MaskedDiffusionGenerationConfig()
+    if not isinstance(base, MaskedDiffusionGenerationConfig):
+        raise TypeError(
+            f"`generation_config` must be a MaskedDiffusionGenerationConfig, got {type(base).__name__}. Build one "
+            "with `MaskedDiffusionGenerationConfig(**config.to_diff_dict())` if you hold a plain GenerationConfig."
+        )
+    config = base.with_overrides(**kwargs)
+    for source in special_id_sources:
+        if source is not None and source is not base:
+            config.fill_special_token_ids(source)
+    if config.mask_token_id is None:
+        raise ValueError(
+            "No mask token id: masked diffusion needs one. Pass `tokenizer=` (one with a mask token), "
+            "`mask_token_id=`, or set `model.generation_config.mask_token_id`."
+        )
+    if config.suppress_tokens:
+        check_token_ids("suppress_tokens", config.suppress_tokens, vocab_size)
+    for name in ("mask_token_id", "pad_token_id", "eos_token_id"):
+        value = getattr(config, name)
+        if value is not None:
+            check_token_ids(name, [value], vocab_size)
+    return config
+
+
+def resolve_scheduler(
+    scheduler: MaskedDiffusionScheduler | None, config: MaskedDiffusionGenerationConfig
+) -> MaskedDiffusionScheduler:
+    """The scheduler passed in (its config decides the unmasking policy), or the one the generation config implies.
+
+    A scheduler keeps per-call state (`timesteps`), so a passed one is copied: concurrent calls may share it.
+    """
+    if scheduler is None:
+        return MaskedDiffusionScheduler.from_generation_config(config)
+    if not isinstance(scheduler, MaskedDiffusionScheduler):
+        raise TypeError(f"`scheduler` must be a MaskedDiffusionScheduler, got {type(scheduler).__name__}.")
+    return MaskedDiffusionScheduler.from_config(scheduler.config)
+
+
+def check_callback_inputs(callback: Any, tensor_inputs: Any) -> tuple[str, ...]:
+    """The names `callback_on_step_end` receives; each must be one of `CALLBACK_TENSOR_INPUTS`."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback).__name__}.")
+    if tensor_inputs is None:
+        return CALLBACK_TENSOR_INPUTS
+    if isinstance(tensor_inputs, str) or not all(isinstance(name, str) for name in tensor_inputs):
+        raise TypeError(f"`callback_on_step_end_tensor_inputs` must be a list of names, got {tensor_inputs!r}.")
+    unknown = [name for name in tensor_inputs if name not in CALLBACK_TENSOR_INPUTS]
+    if unknown:
+        raise ValueError(
+            f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {', '.join(CALLBACK_TENSOR_INPUTS)}."
+        )
+    return tuple(tensor_inputs)
+
+
+def check_prompt(
+    input_ids: torch.LongTensor | None,
+    attention_mask: torch.Tensor | None,
+    *,
+    device: torch.device,
+    vocab_size: int | None,
+) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """`input_ids` as a `(batch, length)` LongTensor on `device` and a 0/1 `attention_mask` of the same shape."""
+    if input_ids is None:
+        input_ids = torch.zeros(1, 0, dtype=torch.long, device=device)
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(
+            f"`input_ids` must be a LongTensor of shape (batch_size, length), got {type(input_ids).__name__}"
+            f"{'' if not isinstance(input_ids, torch.Tensor) else ' of dtype ' + str(input_ids.dtype)}."
+        )
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+        raise ValueError(f"`input_ids` must have shape (batch_size >= 1, length), got {tuple(input_ids.shape)}.")
+    input_ids = input_ids.to(device=device, dtype=torch.long)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    else:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"`attention_mask` must be a tensor, got {type(attention_mask).__name__}.")
+        if attention_mask.dim() == 1:
+            attention_mask = attention_mask[None]
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        attention_mask = attention_mask.to(device)
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("`attention_mask` must hold only 0 (padding) and 1 (token).")
+        attention_mask = attention_mask.long()
+    real_ids = input_ids[attention_mask.bool()]
+    if real_ids.numel():
+        check_token_ids("input_ids", [int(real_ids.min()), int(real_ids.max())], vocab_size)
+    return input_ids, attention_mask
+
+
+def check_length(width: int, limit: int | None, what: str) -> None:
+    """Refuse a canvas longer than the model's positions, naming what made it long."""
+    if limit is not None and width > limit:
+        raise ValueError(
+            f"{what} is {width} tokens, more than the model's {limit} positions. Shorten the input or lower "
+            "`max_new_tokens`."
+        )
+
+
+def resolve_max_new_tokens(config: MaskedDiffusionGenerationConfig, prompt_width: int) -> int:
+    """`max_new_tokens`, or `max_length` minus the prompt; at least 1."""
+    max_new_tokens = config.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = config.max_length - prompt_width if config.max_length is not None else 0
+    if max_new_tokens <= 0:
+        raise ValueError(
+            f"Nothing to generate: `max_new_tokens` must be >= 1 (got {config.max_new_tokens}, "
+            f"max_length={config.max_length}, prompt length {prompt_width})."
+        )
+    return max_new_tokens
+
+
+__all__ = [
+    "check_callback_inputs",
+    "check_length",
+    "check_prompt",
+    "prepare_generation_config",
+    "resolve_max_new_tokens",
+    "resolve_scheduler",
+]

@@ -1,0 +1,114 @@
+"""Presets and aliases: short model names, the decoding settings recommended for known models, the default model.
+
+The generic [`MaskedDiffusionGenerationConfig`] carries plain masked diffusion defaults. A model's own settings live
+in its `generation_config.json`; Diffutron's published checkpoints have none, so loading one applies
+[`GENERATION_PRESETS`]`["diffutron"]`, its authors' recommendation. The embedded model writes its tuned settings into
+its own `generation_config.json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: Short names accepted wherever a model id is.
+MODEL_ALIASES: dict[str, str] = {
+    "diffutron": "diffutron/DiffutronLM-0.3B-Instruct",
+    "diffutron-instruct": "diffutron/DiffutronLM-0.3B-Instruct",
+    "diffutron-1st-stage": "diffutron/DiffutronLM-0.3B-1st-Stage",
+    "diffutron-base": "diffutron/DiffutronLM-0.3B-Base",
+}
+
+DIFFUTRON_REPOSITORIES = frozenset(MODEL_ALIASES.values())
+
+#: Named sets of generation settings.
+#:
+#: - `"diffutron"`: the Diffutron authors' recommendation for long answers (blocks of 32, temperature 0.1, their
+#:   repetition penalty 1.2), applied to Diffutron checkpoints that have no `generation_config.json`.
+#: - `"diffutron-sampler"`: the defaults of the authors' sampling function (128 tokens in 128 steps, one block of
+#:   128, greedy, penalty 1.2): pass these to get their tokens where their script leaves a setting out.
+GENERATION_PRESETS: dict[str, dict[str, Any]] = {
+    "diffutron": {
+        "max_new_tokens": 128,
+        "steps": 128,
+        "block_length": 32,
+        "temperature": 0.1,
+        "repetition_penalty": 1.2,
+        "remasking": "low_confidence",
+        "stochastic_transfer": False,
+        "cfg_scale": 0.0,
+    },
+    "diffutron-sampler": {
+        "max_new_tokens": 128,
+        "steps": 128,
+        "block_length": 128,
+        "temperature": 0.0,
+        "repetition_penalty": 1.2,
+        "remasking": "low_confidence",
+        "cfg_scale": 0.0,
+    },
+}
+
+
+def resolve_model_name(name: str) -> str:
+    """The Hub id behind an alias (case-insensitive); any other name is returned unchanged.
+
+    Example:
+
+    ```python
+    >>> resolve_model_name("diffutron")
+    'diffutron/DiffutronLM-0.3B-Instruct'
+    >>> resolve_model_name("./my-model")
+    './my-model'
+
+    ```
+    """
+    return MODEL_ALIASES.get(name.lower(), name) if isinstance(name, str) else name
+
+
+def generation_preset(name: str) -> dict[str, Any]:
+    """A copy of the named preset of [`GENERATION_PRESETS`].
+
+    Example:
+
+    ```python
+    >>> generation_preset("diffutron")["block_length"]
+    32
+    >>> generation_preset("llada")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown generation preset 'llada'; known presets: 'diffutron', 'diffutron-sampler'.
+
+    ```
+    """
+    if name not in GENERATION_PRESETS:
+        known = ", ".join(repr(key) for key in GENERATION_PRESETS)
+        raise ValueError(f"Unknown generation preset {name!r}; known presets: {known}.")
+    return dict(GENERATION_PRESETS[name])
+
+
+def preset_for_model(name_or_path: str | None) -> dict[str, Any]:
+    """Decoding settings recommended for a known model (by Hub id or alias); empty for any other model."""
+    if name_or_path is None or resolve_model_name(str(name_or_path)) not in DIFFUTRON_REPOSITORIES:
+        return {}
+    return generation_preset("diffutron")
+
+
+#: Where the package's embedded model lives (installed with the package).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def default_model_path() -> str | None:
+    """The model `pipeline("masked-diffusion")` uses when none is given: the package's embedded model, if shipped."""
+    return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "GENERATION_PRESETS",
+    "MODEL_ALIASES",
+    "default_model_path",
+    "generation_preset",
+    "preset_for_model",
+    "resolve_model_name",
+]
