@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     BertConfig,
@@ -14,7 +15,7 @@ from transformers import (
     XLMRobertaConfig,
 )
 
-from transformers_mdlm import AutoModelForMaskedDiffusion
+from transformers_mdlm import AutoModelForMaskedDiffusion, MaskedDiffusionTrainingArguments
 
 PAD, EOS, BOS, UNK, MASK = 0, 1, 2, 3, 4
 VOCAB = 100
@@ -136,3 +137,32 @@ def left_pad(prompts: list[list[int]], pad_id: int = PAD) -> tuple[torch.Tensor,
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
     return ids, mask
+
+
+# --------------------------------------------------------------------------- training helpers
+
+
+def small_model(seed: int = 0, **overrides):
+    """A ModernBERT small enough to train in seconds on the CPU, with the usual special ids."""
+    torch.manual_seed(seed)
+    values = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  initializer_range=0.02, local_attention=16)  # fmt: skip
+    values.update(overrides)
+    model = AutoModelForMaskedDiffusion.from_config(modernbert_config(**values))
+    model.generation_config.mask_token_id = MASK
+    return model
+
+
+def args(tmp_path, **overrides):
+    """Training arguments for a quick, silent CPU run writing under `tmp_path`."""
+    values = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, report_to=[], save_strategy="no",
+                  seed=0, use_cpu=True, logging_steps=1000, disable_tqdm=True)  # fmt: skip
+    values.update(overrides)
+    return MaskedDiffusionTrainingArguments(**values)
+
+
+def counting_dataset(rows: int = 2000, length: int = 16, seed: int = 0) -> Dataset:
+    """A tiny language: each row counts up (mod 40) over ids 20..59 from a random start."""
+    starts = torch.randint(0, 40, (rows,), generator=torch.Generator().manual_seed(seed)).tolist()
+    data = [[20 + (s + i) % 40 for i in range(length)] for s in starts]
+    return Dataset.from_dict({"input_ids": data, "sample_id": list(range(rows))})

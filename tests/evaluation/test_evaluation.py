@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import MASK, make_tiny_tokenizer
-from test_training import counting_dataset, small_model
+from conftest import MASK, counting_dataset, make_tiny_tokenizer, small_model
 from transformers_mdlm.cli import main
 from transformers_mdlm.evaluation import (
     MultipleChoiceItem,
@@ -79,7 +78,7 @@ def test_bound_is_deterministic_for_a_seed(model):
 @pytest.fixture(scope="module")
 def counting_model(tmp_path_factory):
     """A tiny model trained on the counting language (see test_training), saved with its tokenizer."""
-    from test_training import args
+    from conftest import args
     from transformers_mdlm import MaskedDiffusionTrainer
 
     path = tmp_path_factory.mktemp("counting")

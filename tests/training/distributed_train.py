@@ -9,10 +9,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(__file__))
-from conftest import make_tiny_tokenizer
-from test_training import counting_dataset, small_model
-from transformers_mdlm import MaskedDiffusionTrainer, MaskedDiffusionTrainingArguments
+sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]  # this folder and tests/
+from conftest import counting_dataset, make_tiny_tokenizer, small_model  # noqa: E402
+from transformers_mdlm import MaskedDiffusionTrainer, MaskedDiffusionTrainingArguments  # noqa: E402
 
 
 def main(output_dir: str) -> None:

@@ -8,9 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load
 
-from conftest import make_tiny_tokenizer
+from conftest import args, counting_dataset, make_tiny_tokenizer, small_model
 from mock_hub import mock_hub
-from test_training import args, counting_dataset, small_model
 from transformers_mdlm import MaskedDiffusionTrainer
 from transformers_mdlm.model_card import build_model_card
 from transformers_mdlm.training import add_lora, diffutron_lora_config

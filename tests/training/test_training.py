@@ -9,42 +9,16 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-from conftest import EOS, MASK, PAD, make_tiny_tokenizer, modernbert_config
+from conftest import EOS, MASK, PAD, args, counting_dataset, make_tiny_tokenizer, small_model
 from transformers_mdlm import (
     AutoModelForMaskedDiffusion,
     DataCollatorForMaskedDiffusion,
     DataCollatorForMaskedDiffusionSFT,
     MaskedDiffusionTrainer,
-    MaskedDiffusionTrainingArguments,
     format_instruction_dataset,
     pack_dataset,
 )
 from transformers_mdlm.training import add_lora, diffutron_lora_config, merge_lora
-
-
-def small_model(seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    values = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  initializer_range=0.02, local_attention=16)  # fmt: skip
-    values.update(overrides)
-    model = AutoModelForMaskedDiffusion.from_config(modernbert_config(**values))
-    model.generation_config.mask_token_id = MASK
-    return model
-
-
-def args(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, report_to=[], save_strategy="no",
-                  seed=0, use_cpu=True, logging_steps=1000, disable_tqdm=True)  # fmt: skip
-    values.update(overrides)
-    return MaskedDiffusionTrainingArguments(**values)
-
-
-def counting_dataset(rows: int = 2000, length: int = 16, seed: int = 0) -> Dataset:
-    """A tiny language: each row counts up (mod 40) over ids 20..59 from a random start."""
-    starts = torch.randint(0, 40, (rows,), generator=torch.Generator().manual_seed(seed)).tolist()
-    data = [[20 + (s + i) % 40 for i in range(length)] for s in starts]
-    return Dataset.from_dict({"input_ids": data, "sample_id": list(range(rows))})
-
 
 # --------------------------------------------------------------------------- the objective
 

@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_tiny_tokenizer
-from test_training import small_model
+from conftest import make_tiny_tokenizer, small_model
 from transformers_mdlm import AutoModelForMaskedDiffusion
 from transformers_mdlm.cli import main
 
@@ -68,7 +67,7 @@ def test_train_reports_bad_input(base, tmp_path, capsys):
     assert main(["train", "finetune"]) == 2
 
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "turkish"
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data" / "turkish"
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/turkish is not present on this machine")
