@@ -332,3 +332,99 @@ def test_a_compiled_encoder_gives_the_same_tokens(fresh_modernbert):
     exact = fresh_modernbert.generate(ids, attention_mask=mask, **settings)
     fresh_modernbert.model.compile(dynamic=True)
     assert torch.equal(fresh_modernbert.generate(ids, attention_mask=mask, **settings), exact)
+
+
+def test_callback_receives_only_the_requested_inputs(tiny_modernbert):
+    seen = []
+    tiny_modernbert.generate(
+        torch.tensor([[10, 11]]),
+        callback_on_step_end=lambda m, s, t, kw: seen.append(sorted(kw)),
+        callback_on_step_end_tensor_inputs=["block_index"],
+        **SHORT,
+    )
+    assert seen == [["block_index"]] * 8
+    with pytest.raises(ValueError, match=r"`callback_on_step_end_tensor_inputs`.*sequences, committed, block_index"):
+        tiny_modernbert.generate(
+            torch.tensor([[10]]), callback_on_step_end=print, callback_on_step_end_tensor_inputs=["latents"], **SHORT
+        )
+    with pytest.raises(TypeError, match="`callback_on_step_end` must be callable"):
+        tiny_modernbert.generate(torch.tensor([[10]]), callback_on_step_end="print", **SHORT)
+
+
+def test_committed_is_in_the_output_layout(tiny_modernbert):
+    """For a left-padded batch, `committed` marks exactly the columns of `sequences` that changed at that step."""
+    ids, mask = left_pad([[10, 11, 12], [13]])
+    frames = []
+
+    def callback(model, step, timestep, kwargs):
+        frames.append((kwargs["sequences"].clone(), kwargs["committed"].clone()))
+
+    out = tiny_modernbert.generate(ids, attention_mask=mask, callback_on_step_end=callback, **SHORT)
+    previous = torch.cat([ids, torch.full((2, 16), MASK)], dim=1)
+    for sequences, committed in frames:
+        assert torch.equal(committed, sequences != previous)
+        previous = sequences
+    assert torch.equal(previous, out)
+
+
+def test_callback_can_replace_the_canvas(tiny_modernbert):
+    """A returned `sequences` replaces the canvas: a forced token stays, a re-masked one is decoded again."""
+    prompt = torch.tensor([[10, 11]])
+
+    def force(model, step, timestep, kwargs):
+        if step == 0:
+            sequences = kwargs["sequences"].clone()
+            sequences[0, 5] = 77  # a still-masked position of the first block
+            return {"sequences": sequences}
+        return None
+
+    forced = tiny_modernbert.generate(prompt, callback_on_step_end=force, return_dict_in_generate=True, **SHORT)
+    assert forced.sequences[0, 5] == 77 and not (forced.sequences == MASK).any()
+    assert forced.nfe <= 8
+
+    def remask(model, step, timestep, kwargs):
+        if step == 1:
+            sequences = kwargs["sequences"].clone()
+            sequences[kwargs["committed"]] = MASK  # undo this step's commits
+            return {"sequences": sequences}
+        return None
+
+    out = tiny_modernbert.generate(prompt, callback_on_step_end=remask, return_dict_in_generate=True, **SHORT)
+    assert not (out.sequences == MASK).any()  # the block's schedule was re-planned for the returned masks
+    with pytest.raises(ValueError, match="replacement for `sequences` must be a tensor of shape"):
+        tiny_modernbert.generate(prompt, callback_on_step_end=lambda *a: {"sequences": torch.zeros(1, 3)}, **SHORT)
+
+
+# (initializer range, prompt): on the first case entropy differs from the others, on the second margin does.
+REMASKING_CASES = [(1.0, [20, 30, 40]), (0.3, [10, 11, 12])]
+
+
+def _first_commits(model, prompt, remasking):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=12, steps=4, remasking=remasking, output_history=True)
+    return set((out.history[1][0, len(prompt) :] != MASK).nonzero().flatten().tolist())
+
+
+@pytest.mark.parametrize("case", REMASKING_CASES)
+@pytest.mark.parametrize("remasking", ["low_confidence", "margin", "entropy"])
+def test_each_remasking_strategy_commits_its_own_most_confident_positions(remasking, case):
+    """The first step commits the top-3 masked positions by the strategy's own score, computed here by hand."""
+    from transformers_mdlm.generation.logits import confidence_scores
+
+    model = build_model(modernbert_config(initializer_range=case[0]))
+    prompt = case[1]
+    canvas = torch.tensor([prompt + [MASK] * 12])
+    with torch.no_grad():
+        logits = model(input_ids=canvas).logits[0, len(prompt) :]
+    scores = confidence_scores(logits, logits.argmax(dim=-1), remasking)
+    assert _first_commits(model, prompt, remasking) == set(scores.topk(3).indices.tolist())
+
+
+def test_remasking_strategies_choose_differently():
+    """Every pair of strategies commits different positions on one of the cases: the test above tells them apart."""
+    firsts = {}
+    for initializer_range, prompt in REMASKING_CASES:
+        model = build_model(modernbert_config(initializer_range=initializer_range))
+        for remasking in ("low_confidence", "margin", "entropy"):
+            firsts.setdefault(remasking, []).append(_first_commits(model, prompt, remasking))
+    for a, b in (("low_confidence", "margin"), ("low_confidence", "entropy"), ("margin", "entropy")):
+        assert firsts[a] != firsts[b], (a, b, firsts)

@@ -11,21 +11,28 @@ from PIL import Image
 from transformers_mdlm.cli import build_parser, main, run_chat
 
 SHORT = ["--max-new-tokens", "6", "--steps", "3", "--block-length", "6"]
+SETTINGS = dict(max_new_tokens=6, steps=3, block_length=6)
 
 
-def test_generate_from_arguments(tiny_model_dir, capsys):
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    from transformers import pipeline
+
+    return pipeline("masked-diffusion", model=str(tiny_model_dir))
+
+
+def test_generate_from_arguments(tiny_model_dir, pipe, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "w1", "w2"]) == 0
-    text = capsys.readouterr().out.strip()
-    assert text and all(word.startswith("w") or word.startswith("[") for word in text.split())
+    assert capsys.readouterr().out == pipe("w1 w2", **SETTINGS)[0]["generated_text"] + "\n"
 
 
-def test_generate_from_stdin_as_json_with_history(tiny_model_dir, capsys, monkeypatch, tmp_path):
+def test_generate_from_stdin_as_json_with_history(tiny_model_dir, pipe, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("sys.stdin", io.StringIO("w1 w2 w3"))
     gif = tmp_path / "run.gif"
     assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "--json", "--save-history", str(gif)]) == 0
     captured = capsys.readouterr()
     record = json.loads(captured.out)
-    assert isinstance(record["generated_text"], str)
+    assert record == {"generated_text": pipe("w1 w2 w3", **SETTINGS)[0]["generated_text"]}
     with Image.open(gif) as image:
         assert image.n_frames == 4  # the all-mask canvas + 3 steps
     assert "4 frames" in captured.err
@@ -37,6 +44,12 @@ def test_generate_chat_mode_and_seeded_sampling_is_reproducible(tiny_model_dir, 
     first = capsys.readouterr().out
     assert main(args) == 0
     assert capsys.readouterr().out == first
+    outputs = {first}
+    for seed in ("4", "5", "6"):
+        args[args.index("--seed") + 1] = seed
+        assert main(args) == 0
+        outputs.add(capsys.readouterr().out)
+    assert len(outputs) > 1  # the seed really drives the sampling
 
 
 def test_generate_reports_bad_arguments(tiny_model_dir, capsys):

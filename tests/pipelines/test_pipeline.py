@@ -45,19 +45,45 @@ def test_completion_equals_generate(pipe):
     assert full == tokenizer.decode(ids[0].tolist() + new)
 
 
+def _new_tokens(pipe, ids, **settings):
+    """What `generate` writes after `ids`, cut at EOS, as the pipeline reads it."""
+    new = pipe.model.generate(torch.tensor([ids], dtype=torch.long), **settings)[0, len(ids) :].tolist()
+    return new[: new.index(EOS)] if EOS in new else new
+
+
 def test_empty_prompt_generates_unconditionally(pipe):
     text = pipe("", **SHORT)[0]["generated_text"]
-    assert isinstance(text, str) and text
+    expected = pipe.tokenizer.decode(_new_tokens(pipe, [], **SHORT), skip_special_tokens=True)
+    assert text == expected and len(text.split()) >= 2
+
+
+def test_the_pipeline_sends_the_decoding_layout(pipe, monkeypatch):
+    """One data path: an uneven batch reaches `generate` right-padded, so the model moves no row."""
+    seen = []
+    real_generate = pipe.model.generate
+
+    def spy(input_ids, attention_mask=None, **kwargs):
+        seen.append(attention_mask.clone())
+        return real_generate(input_ids, attention_mask=attention_mask, **kwargs)
+
+    monkeypatch.setattr(pipe.model, "generate", spy)
+    outputs = pipe(["w1 w2 w3 w4", "w5", "w6 w7"], batch_size=3, **SHORT)
+    assert seen[0].tolist() == [[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]]
+    monkeypatch.undo()
+    assert outputs == [pipe(text, **SHORT) for text in ["w1 w2 w3 w4", "w5", "w6 w7"]]
 
 
 def test_chat_uses_diffutron_template_and_appends_the_reply(pipe):
     messages = [{"role": "system", "content": "w1"}, {"role": "user", "content": "w2 w3"}]
     out = pipe(messages, **SHORT)[0]["generated_text"]
-    assert out[:2] == messages and out[2]["role"] == "assistant" and isinstance(out[2]["content"], str)
     prompt = pipe.tokenizer.apply_chat_template(
         messages, chat_template=DIFFUTRON_CHAT_TEMPLATE, add_generation_prompt=True, tokenize=False
     )
     assert prompt == "[SYS]\nw1\n[/SYS]\n\n[Question]\nw2 w3\n[/Question]\n\n[Answer]\n"
+    ids = pipe.tokenizer(prompt, add_special_tokens=False).input_ids
+    reply = pipe.tokenizer.decode(_new_tokens(pipe, ids, **SHORT), skip_special_tokens=True)
+    reply = reply.split("[/Answer]")[0].strip()
+    assert out == [*messages, {"role": "assistant", "content": reply}]
 
 
 def test_a_tokenizer_chat_template_wins(tiny_modernbert):
@@ -103,7 +129,10 @@ def test_history_and_its_pictures(pipe, tmp_path):
     assert len(history) == 9  # the all-mask canvas, then one frame per step
     assert history[0].split()[-8:] == ["<mask>"] * 8
     assert [frame.count("<mask>") for frame in history] == [8, 7, 6, 5, 4, 3, 2, 1, 0]
-    assert history[-1].split()[-8:] == record["generated_text"].split()[-8:] or "<eos>" in history[-1]
+    ids = pipe.tokenizer("w1 w2", add_special_tokens=False).input_ids
+    final = pipe.model.generate(torch.tensor([ids]), max_new_tokens=8, steps=8, block_length=4)[0].tolist()
+    shown = [t for t in final if t not in set(pipe.tokenizer.all_special_ids)]
+    assert history[-1] == pipe.tokenizer.decode(shown)  # the last frame is the whole final canvas
     gif = tmp_path / "denoising.gif"
     assert render_denoising(history, gif, mask_token="<mask>") == 9
     with Image.open(gif) as image:
