@@ -173,3 +173,29 @@ def test_register_a_new_architecture():
     model = build_model(config)
     assert isinstance(model, ElectraForMaskedDiffusion)
     assert model.generate(torch.tensor([[10]]), max_new_tokens=4, steps=2, block_length=4).shape == (1, 5)
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURE_CONFIGS))
+def test_the_loss_is_the_masked_lm_cross_entropy(architecture):
+    """`model(..., labels=...).loss` scores the labelled positions unshifted, as the transformers masked-LM class."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForMaskedLM
+
+    model = build_model(ARCHITECTURE_CONFIGS[architecture]())
+    reference = AutoModelForMaskedLM.from_config(model.config).eval()
+    reference.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (2, 12), generator=g)
+    labels = torch.full_like(ids, -100)
+    chosen = torch.rand(ids.shape, generator=g) < 0.4
+    labels[chosen] = ids[chosen]
+    masked = ids.masked_fill(chosen, MASK)
+    with torch.no_grad():
+        out = model(input_ids=masked, labels=labels)
+        expected = F.cross_entropy(out.logits[chosen], ids[chosen])
+        theirs = reference(input_ids=masked, labels=labels).loss
+    assert model.loss_type == "ForMaskedLM"
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    assert torch.allclose(out.loss, theirs, atol=1e-5)
+    shifted = F.cross_entropy(out.logits[:, :-1][labels[:, 1:] != -100], labels[:, 1:][labels[:, 1:] != -100])
+    assert not torch.allclose(out.loss, shifted, atol=1e-3)  # the causal-LM loss would be a different number
