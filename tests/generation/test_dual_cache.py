@@ -124,3 +124,23 @@ def test_flash_attention_is_refused_with_the_fix():
     model = SimpleNamespace(supports_dual_cache=True, config=SimpleNamespace(_attn_implementation="flash_attention_2"))
     with pytest.raises(ValueError, match=r"attn_implementation='sdpa'.*kv_cache=None"):
         check_dual_cache_support(model)
+
+
+def test_concurrent_calls_on_one_model_equal_sequential_ones(tiny_modernbert):
+    """Four threads decode with the dual cache (and two exactly) at once: each gets its sequential answer, and the
+    model's attention implementation is restored after the last one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(5)
+    jobs = [(random_prompt(g, 4 + i), "dual" if i < 4 else None) for i in range(6)]
+    settings = dict(max_new_tokens=24, steps=12, block_length=8)
+
+    def run(job):
+        prompt, cache = job
+        return tiny_modernbert.generate(torch.tensor([prompt]), kv_cache=cache, **settings).tolist()
+
+    expected = [run(job) for job in jobs]
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            assert list(pool.map(run, jobs)) == expected
+    assert tiny_modernbert.config._attn_implementation == "sdpa"

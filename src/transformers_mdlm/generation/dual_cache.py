@@ -18,6 +18,8 @@ DistilBERT has no attention interface, so they decode without it).
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,6 +93,13 @@ class DualCache:
         return key, value, recorded_mask
 
 
+#: Models switched to the cache's attention: `id(model.config)` -> (decoding calls using it, original implementation).
+#: A model stays switched while any call on it decodes with the cache, so concurrent calls never see it switched
+#: back under them; calls without a cache meanwhile run the original implementation's function.
+_SWITCHED: dict[int, tuple[int, str]] = {}
+_SWITCH_LOCK = threading.Lock()
+
+
 def dual_cache_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -100,10 +109,24 @@ def dual_cache_attention(
     dual_cache: DualCache | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attention function registered as `"mdlm_dual_cache"`: `"sdpa"` over the recorded and fresh keys and values."""
-    if dual_cache is not None:
-        key, value, attention_mask = dual_cache.update(id(module), key, value, attention_mask)
+    """Attention function registered as `"mdlm_dual_cache"`: `"sdpa"` over the recorded and fresh keys and values.
+
+    A call without a cache (another thread decoding the same model exactly) runs the model's original attention.
+    """
+    if dual_cache is None:
+        return _original_attention(module)(module, query, key, value, attention_mask, **kwargs)
+    key, value, attention_mask = dual_cache.update(id(module), key, value, attention_mask)
     return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+
+
+def _original_attention(module: torch.nn.Module) -> Any:
+    config = getattr(module, "config", None)
+    _, original = _SWITCHED.get(id(config), (0, "sdpa"))
+    if original in ALL_ATTENTION_FUNCTIONS:
+        return ALL_ATTENTION_FUNCTIONS[original]
+    # "eager" is each model file's own function.
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    return eager if eager is not None else ALL_ATTENTION_FUNCTIONS["sdpa"]
 
 
 AttentionInterface.register(ATTENTION_IMPLEMENTATION, dual_cache_attention)
@@ -128,17 +151,27 @@ def check_dual_cache_support(model: Any) -> None:
 
 @contextmanager
 def dual_cache_attention_enabled(model: Any) -> Iterator[None]:
-    """Switch `model` to the `"mdlm_dual_cache"` attention for the duration of the block, restoring it afterwards."""
+    """Switch `model` to the `"mdlm_dual_cache"` attention while decoding, restoring it after the last such call.
+
+    Thread-safe: concurrent calls on one model count their uses under a lock, and the first to start switches while
+    the last to finish restores, so no call sees the implementation change under it.
+    """
     check_dual_cache_support(model)
-    original = model.config._attn_implementation
-    if original == ATTENTION_IMPLEMENTATION:
-        yield
-        return
-    model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
+    key = id(model.config)
+    with _SWITCH_LOCK:
+        count, original = _SWITCHED.get(key, (0, model.config._attn_implementation))
+        if count == 0 and original != ATTENTION_IMPLEMENTATION:
+            model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
+        _SWITCHED[key] = (count + 1, original)
     try:
         yield
     finally:
-        model.set_attn_implementation(original)
+        with _SWITCH_LOCK:
+            count, original = _SWITCHED.pop(key)
+            if count > 1:
+                _SWITCHED[key] = (count - 1, original)
+            elif original != ATTENTION_IMPLEMENTATION:
+                model.set_attn_implementation(original)
 
 
 __all__ = ["DualCache", "check_dual_cache_support", "dual_cache_attention", "dual_cache_attention_enabled"]
