@@ -8,6 +8,7 @@ import torch
 from conftest import EOS, MASK, PAD, VOCAB, build_model, left_pad, modernbert_config, random_prompt
 from reference_sampler import reference_generate
 from transformers_mdlm import MaskedDiffusionGenerationOutput, MaskedDiffusionScheduler
+from transformers_mdlm.generation.stopping import pad_after_eos
 
 SHORT = dict(max_new_tokens=16, steps=8, block_length=8)
 
@@ -62,7 +63,7 @@ def test_dict_output_counts_forward_passes_and_keeps_history(tiny_modernbert):
     assert (out.history[0][0, 3:] == MASK).all()
     masks_left = [int((h == MASK).sum()) for h in out.history]
     assert masks_left == [16, 14, 12, 10, 8, 6, 4, 2, 0]
-    assert torch.equal(out.history[-1], out.sequences)
+    assert torch.equal(pad_after_eos(out.history[-1], 3, EOS, PAD), out.sequences)  # history: the raw canvas
     plain = tiny_modernbert.generate(torch.tensor([[10, 11, 12]]), return_dict_in_generate=True, **SHORT)
     assert plain.history is None and torch.equal(plain.sequences, out.sequences)
 
@@ -157,8 +158,8 @@ def test_stop_on_eos_ends_rows_after_the_block_with_eos(fresh_modernbert):
     full = model.generate(ids, **settings)
     stopped = model.generate(ids, stop_on_eos=True, **settings)
     assert full.nfe == 24 and stopped.nfe == 8
-    assert stopped.sequences[0, 2:10].tolist() == [EOS] * 8
-    assert stopped.sequences[0, 10:].tolist() == [PAD] * 16
+    assert stopped.sequences[0, 2:].tolist() == [EOS] + [PAD] * 23  # padded after EOS, as transformers does
+    assert torch.equal(full.sequences, stopped.sequences)  # the same answer, a third of the passes
 
 
 def test_stop_on_eos_in_a_batch_stops_only_finished_rows(fresh_modernbert):
@@ -364,7 +365,7 @@ def test_committed_is_in_the_output_layout(tiny_modernbert):
     for sequences, committed in frames:
         assert torch.equal(committed, sequences != previous)
         previous = sequences
-    assert torch.equal(previous, out)
+    assert torch.equal(pad_after_eos(previous, ids.shape[1], EOS, PAD), out)
 
 
 def test_callback_can_replace_the_canvas(tiny_modernbert):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import EOS, MASK, left_pad, random_prompt
+from conftest import EOS, MASK, PAD, left_pad, random_prompt
 from reference_sampler import reference_generate, reference_infill
 from transformers_mdlm.presets import generation_preset
 
@@ -30,6 +30,19 @@ SETTINGS = {
 }
 
 
+def _generate(model, input_ids, **kwargs):
+    """The whole decoded canvas (the last history frame, before `generate` pads after EOS), checked against the
+    returned sequences: equal up to each row's first new EOS, padding after it."""
+    out = model.generate(input_ids, output_history=True, **kwargs)
+    raw = out.history[-1]
+    width = input_ids.shape[1]
+    for row, sequence in zip(raw.tolist(), out.sequences.tolist(), strict=True):
+        new = row[width:]
+        end = new.index(EOS) + 1 if EOS in new else len(new)
+        assert sequence == row[:width] + new[:end] + [PAD] * (len(new) - end)
+    return raw
+
+
 def _new_tokens_reference(model, prompts, **settings):
     settings = {"max_new_tokens": 128, "steps": 128, "block_length": 128, **settings}  # the authors' defaults
     canvas = reference_generate(model, prompts, mask_id=MASK, eos_id=EOS, **settings)
@@ -42,7 +55,7 @@ def test_single_prompt_matches_reference(tiny_modernbert, name):
     settings = SETTINGS[name]
     prompt = random_prompt(torch.Generator().manual_seed(len(name)), 9)
     expected = _new_tokens_reference(tiny_modernbert, [prompt], **settings)
-    out = tiny_modernbert.generate(torch.tensor([prompt]), **{**AUTHORS, **settings})
+    out = _generate(tiny_modernbert, torch.tensor([prompt]), **{**AUTHORS, **settings})
     assert out[0, len(prompt) :].tolist() == expected[0]
     assert out[0, : len(prompt)].tolist() == prompt
 
@@ -54,7 +67,7 @@ def test_uneven_batch_matches_reference(tiny_modernbert, name):
     prompts = [random_prompt(g, n) for n in (3, 11, 6)]
     expected = _new_tokens_reference(tiny_modernbert, prompts, **settings)
     ids, mask = left_pad(prompts)
-    out = tiny_modernbert.generate(ids, attention_mask=mask, **{**AUTHORS, **settings})
+    out = _generate(tiny_modernbert, ids, attention_mask=mask, **{**AUTHORS, **settings})
     assert [row[ids.shape[1] :] for row in out.tolist()] == expected
 
 
@@ -63,9 +76,8 @@ def test_empty_prompt_matches_reference(tiny_modernbert, penalty):
     """An all-mask canvas gives every position the same hidden state: exact ties, broken as the reference's topk."""
     settings = dict(max_new_tokens=16, steps=8, block_length=8, repetition_penalty=penalty)
     expected = _new_tokens_reference(tiny_modernbert, [[]], **settings)
-    out = tiny_modernbert.generate(torch.zeros(1, 0, dtype=torch.long), **settings)
+    out = _generate(tiny_modernbert, torch.zeros(1, 0, dtype=torch.long), **settings)
     assert out[0].tolist() == expected[0]
-    assert tiny_modernbert.generate(**settings)[0].tolist() == expected[0]
 
 
 def test_random_remasking_draws_the_reference_positions_distribution(tiny_modernbert):

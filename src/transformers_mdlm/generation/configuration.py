@@ -78,6 +78,16 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         cfg_scale (`float`, *optional*, defaults to 0.0):
             Classifier-free guidance: with `cfg_scale > 0` an unconditional pass with the prompt masked runs alongside,
             and `logits = uncond + (cfg_scale + 1) * (cond - uncond)`.
+        do_sample (`bool`, *optional*):
+            transformers' switch: `False` decodes greedily whatever `temperature` says; `True` samples at
+            `temperature` (1.0 when `temperature` is 0). `None` (the default) lets `temperature` decide.
+        num_return_sequences (`int`, *optional*, defaults to 1):
+            Answers per prompt: each prompt is repeated this many times (rows `i * n ... i * n + n - 1` of the output
+            belong to prompt `i`, as in transformers). Useful with sampling.
+        stop_strings (`list[str]`, *optional*):
+            A row stops once its decoded new text contains one of these strings (checked after each block); the
+            tokens after the one that completes it, and its remaining masks, become padding. Needs the tokenizer
+            (`generate(..., tokenizer=tokenizer)`; the pipeline passes its own).
         stop_on_eos (`bool`, *optional*, defaults to `False`):
             Stop decoding a row once a finished block holds an EOS token: the remaining masks become `pad_token_id` (or
             EOS when there is no pad token) and the row takes no more forward passes.
@@ -128,6 +138,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         repetition_penalty: float = 1.0,
         suppress_tokens: list[int] | None = None,
         cfg_scale: float = 0.0,
+        do_sample: bool | None = None,
+        num_return_sequences: int = 1,
+        stop_strings: list[str] | str | None = None,
         stop_on_eos: bool = False,
         kv_cache: str | None = None,
         output_history: bool = False,
@@ -154,6 +167,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         self.repetition_penalty = repetition_penalty
         self.suppress_tokens = suppress_tokens
         self.cfg_scale = cfg_scale
+        self.do_sample = do_sample
+        self.num_return_sequences = num_return_sequences
+        self.stop_strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
         self.stop_on_eos = stop_on_eos
         self.kv_cache = kv_cache
         self.output_history = output_history
@@ -209,6 +225,13 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             )
         check_number("cfg_scale", self.cfg_scale, "a finite number >= 0", lambda v: v >= 0)
         check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
+        check_choice("do_sample", self.do_sample, (True, False), optional=True)
+        check_int("num_return_sequences", self.num_return_sequences, minimum=1)
+        if self.stop_strings is not None and (
+            not isinstance(self.stop_strings, (list, tuple))
+            or not all(isinstance(text, str) and text for text in self.stop_strings)
+        ):
+            raise TypeError(f"`stop_strings` must be a list of non-empty strings or None, got {self.stop_strings!r}.")
         for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
             check_bool(flag, getattr(self, flag))
         for name in SPECIAL_TOKEN_ATTRIBUTES:
@@ -256,6 +279,46 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         if config.output_history:
             config.return_dict_in_generate = True
         return config
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature decoding uses: 0 (greedy) with `do_sample=False`, at least 1.0 with `do_sample=True`
+        and a temperature of 0, else `temperature`."""
+        if self.do_sample is False:
+            return 0.0
+        if self.do_sample and self.temperature == 0:
+            return 1.0
+        return float(self.temperature)
+
+    @classmethod
+    def from_generation_config(cls, config: GenerationConfig) -> MaskedDiffusionGenerationConfig:
+        """Convert a plain `transformers.GenerationConfig`, keeping the settings both share.
+
+        Only the values the plain config sets (its `to_diff_dict()`) are read. Settings that have no meaning for
+        masked diffusion decoding (beams, caches, assistants, ...) raise a `TypeError` naming them, rather than being
+        ignored.
+        """
+        if isinstance(config, cls):
+            return copy.deepcopy(config)
+        if not isinstance(config, GenerationConfig):
+            raise TypeError(f"`generation_config` must be a GenerationConfig, got {type(config).__name__}.")
+        values = {
+            k: v for k, v in config.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"
+        }
+        for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
+            if isinstance(values.get(name), (list, tuple)):
+                ids = list(values[name])
+                if len(ids) != 1:
+                    raise ValueError(f"`{name}` must be a single id for masked diffusion decoding, got {ids}.")
+                values[name] = ids[0]
+        known = set(cls.parameter_names())
+        unknown = sorted(name for name in values if name not in known)
+        if unknown:
+            raise TypeError(
+                f"The GenerationConfig sets {', '.join(unknown)}, which masked diffusion decoding does not have. "
+                f"Shared settings: {', '.join(sorted(known))}."
+            )
+        return cls(**values)
 
     def fill_special_token_ids(self, source: Any) -> MaskedDiffusionGenerationConfig:
         """Set every special token id that is still `None` from `source` (a tokenizer or a model config), in place.

@@ -21,6 +21,7 @@ from .configuration import MaskedDiffusionGenerationConfig
 from .dual_cache import DualCache
 from .logits import apply_repetition_penalty, token_presence
 from .scheduling import MaskedDiffusionScheduler, SamplingParameters
+from .stopping import StopStringMatcher
 
 #: What `callback_on_step_end` may receive in its `callback_kwargs` (`callback_on_step_end_tensor_inputs`).
 CALLBACK_TENSOR_INPUTS = ("sequences", "committed", "block_index")
@@ -84,13 +85,17 @@ def denoise(
     hooks: StepHooks | None = None,
     generator: torch.Generator | None = None,
     cache: DualCache | None = None,
+    stop_strings: StopStringMatcher | None = None,
 ) -> DenoisingResult:
     """Decode every mask of `canvas` with a checked `config`; see the module documentation.
 
     With a dual `cache`, only the first step of a block runs the encoder over whole rows; the others reuse its keys
-    and values outside the block (the caller switches the model's attention to the cache's; see `dual_cache`).
+    and values outside the block (the caller switches the model's attention to the cache's; see `dual_cache`). With
+    `stop_strings`, a row whose decoded region holds one after a block takes no more passes.
     """
-    return _Denoiser(model, canvas, config, scheduler, hooks or StepHooks(), generator, cache).run()
+    denoiser = _Denoiser(model, canvas, config, scheduler, hooks or StepHooks(), generator, cache)
+    denoiser.stop_strings = stop_strings
+    return denoiser.run()
 
 
 class _Denoiser:
@@ -124,6 +129,7 @@ class _Denoiser:
         self.threshold_mode = scheduler.config.confidence_threshold is not None
         self.nfe = 0
         self.history = [canvas.to_output(self.x)] if hooks.keep_history else None
+        self.stop_strings: StopStringMatcher | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -214,17 +220,27 @@ class _Denoiser:
         return True
 
     def stop_finished_rows(self, plan: BlockPlan) -> bool:
-        """With `stop_on_eos`: rows whose decoded region holds EOS get padding for their remaining masks and take no
-        more passes. Returns whether every row is finished."""
-        config, canvas, columns = self.config, self.canvas, self.columns
-        if not config.stop_on_eos or config.eos_token_id is None:
+        """Rows whose decoded region ends (EOS with `stop_on_eos`, or a stop string) take no more passes: their
+        remaining masks, and the tokens after a stop string, become padding. Returns whether every row is finished."""
+        config, canvas, columns, x = self.config, self.canvas, self.columns, self.x
+        check_eos = config.stop_on_eos and config.eos_token_id is not None
+        if not check_eos and self.stop_strings is None:
             return False
         done_region = (columns >= canvas.region_start[:, None]) & (columns < plan.end[:, None]) & canvas.real
-        newly = ~self.finished & ((self.x == config.eos_token_id) & done_region).any(dim=1)
+        fill_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+        newly = torch.zeros_like(self.finished)
+        if check_eos:
+            newly |= ~self.finished & ((x == config.eos_token_id) & done_region).any(dim=1)
+        if self.stop_strings is not None:
+            for row in (~self.finished & ~newly).nonzero().flatten().tolist():
+                start, end = int(canvas.region_start[row]), int(plan.end[row])
+                cut = self.stop_strings.end_index(x[row, start:end].tolist())
+                if cut is not None:  # the tokens after the one completing the stop string become padding
+                    x[row, start + cut + 1 : end] = fill_id
+                    newly[row] = True
         if bool(newly.any()):
-            fill_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
-            rest = newly[:, None] & (self.x == config.mask_token_id) & canvas.real & (columns >= plan.end[:, None])
-            self.x = self.x.masked_fill(rest, fill_id)
+            rest = newly[:, None] & (x == config.mask_token_id) & canvas.real & (columns >= plan.end[:, None])
+            self.x = x.masked_fill(rest, fill_id)
             self.finished |= newly
         return bool(self.finished.all())
 

@@ -28,10 +28,7 @@ def prepare_generation_config(
     if base is None:
         base = MaskedDiffusionGenerationConfig()
     if not isinstance(base, MaskedDiffusionGenerationConfig):
-        raise TypeError(
-            f"`generation_config` must be a MaskedDiffusionGenerationConfig, got {type(base).__name__}. Build one "
-            "with `MaskedDiffusionGenerationConfig(**config.to_diff_dict())` if you hold a plain GenerationConfig."
-        )
+        base = MaskedDiffusionGenerationConfig.from_generation_config(base)  # a plain transformers GenerationConfig
     config = base.with_overrides(**kwargs)
     for source in special_id_sources:
         if source is not None and source is not base:

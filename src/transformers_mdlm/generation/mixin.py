@@ -27,6 +27,7 @@ from .inputs import (
 )
 from .outputs import MaskedDiffusionGenerationOutput
 from .scheduling import MaskedDiffusionScheduler
+from .stopping import StopStringMatcher, pad_after_eos
 
 
 class MaskedDiffusionGenerationMixin:
@@ -119,7 +120,11 @@ class MaskedDiffusionGenerationMixin:
         config = self._prepare_generation_config(generation_config, tokenizer, kwargs)
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, streamer)
+        stop_strings = StopStringMatcher(tokenizer, config.stop_strings) if config.stop_strings else None
         input_ids, attention_mask = self._check_prompt(input_ids, attention_mask)
+        if config.num_return_sequences > 1:  # as transformers: the answers of prompt i are rows i*n ... i*n + n - 1
+            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
+            attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
         max_new_tokens = resolve_max_new_tokens(config, input_ids.shape[1])
         longest = int(attention_mask.sum(dim=1).max()) + max_new_tokens
         check_length(
@@ -128,7 +133,7 @@ class MaskedDiffusionGenerationMixin:
         canvas = generation_canvas(input_ids, attention_mask, max_new_tokens, config, self.padding_id(config))
         if streamer is not None:
             streamer.put(input_ids.cpu())
-        return self._decode(canvas, config, scheduler, hooks, generator)
+        return self._decode(canvas, config, scheduler, hooks, generator, stop_strings)
 
     @torch.inference_mode()
     def infill(
@@ -239,6 +244,7 @@ class MaskedDiffusionGenerationMixin:
         scheduler: MaskedDiffusionScheduler,
         hooks: StepHooks,
         generator: torch.Generator | None,
+        stop_strings: StopStringMatcher | None = None,
     ) -> torch.LongTensor | MaskedDiffusionGenerationOutput:
         """Run the loop inside the contexts decoding needs (the dual cache's attention, oneDNN linears on a CPU)."""
         cache = DualCache() if config.kv_cache == "dual" else None
@@ -246,8 +252,21 @@ class MaskedDiffusionGenerationMixin:
             if cache is not None:
                 stack.enter_context(dual_cache_attention_enabled(self))
             stack.enter_context(onednn_linear_mode(self))  # float32 on a CPU: oneDNN's linear kernel
-            result = denoise(self, canvas, config, scheduler, hooks=hooks, generator=generator, cache=cache)
+            result = denoise(
+                self,
+                canvas,
+                config,
+                scheduler,
+                hooks=hooks,
+                generator=generator,
+                cache=cache,
+                stop_strings=stop_strings,
+            )
         sequences = canvas.to_output(result.tokens)
+        if canvas.new_tokens:  # finished rows are padded after their EOS, as transformers does
+            sequences = pad_after_eos(
+                sequences, canvas.input_ids.shape[1], config.eos_token_id, self.padding_id(config)
+            )
         if not config.return_dict_in_generate:
             return sequences
         history = tuple(result.history) if result.history is not None else None

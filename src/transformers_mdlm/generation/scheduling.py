@@ -43,7 +43,7 @@ class SamplingParameters:
     @classmethod
     def from_generation_config(cls, config: MaskedDiffusionGenerationConfig) -> SamplingParameters:
         """The sampling settings of a (checked) generation config."""
-        return cls(config.mask_token_id, config.temperature, config.top_k, config.top_p)
+        return cls(config.mask_token_id, config.sampling_temperature, config.top_k, config.top_p)
 
 
 @dataclass
