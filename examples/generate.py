@@ -31,7 +31,7 @@ def main() -> None:
     print("chat:", record["generated_text"][-1]["content"])
 
     completion = pipe("Türkiye'nin en büyük şehri", max_new_tokens=24, steps=24, block_length=24)[0]
-    print("completion: Türkiye'nin en büyük şehri" + completion["generated_text"])
+    print("completion:", completion["generated_text"])  # the prompt and its continuation, as in transformers
 
     mask = pipe.tokenizer.mask_token
     print("infilling:", pipe(f"Ankara Türkiye'nin {mask} şehridir.", steps=2)[0]["generated_text"])

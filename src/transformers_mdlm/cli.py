@@ -105,7 +105,8 @@ def _generator(seed: int | None) -> Any:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
+    # A line read from a pipe ends in a newline that is not part of the prompt.
+    prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read().rstrip("\r\n")
     if args.system and not args.chat:
         raise SystemExit("mdlm generate: --system needs --chat")
     pipe = _load_pipeline(args)
@@ -115,7 +116,9 @@ def run_generate(args: argparse.Namespace) -> int:
         inputs = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": prompt}
         ]
-    call = dict(kwargs, generator=_generator(args.seed), return_history=bool(args.save_history))
+    call = dict(
+        kwargs, generator=_generator(args.seed), return_history=bool(args.save_history), return_full_text=False
+    )
     if args.live:
         from rich.console import Console
 

@@ -23,7 +23,7 @@ def pipe(tiny_model_dir):
 
 def test_generate_from_arguments(tiny_model_dir, pipe, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "w1", "w2"]) == 0
-    assert capsys.readouterr().out == pipe("w1 w2", **SETTINGS)[0]["generated_text"] + "\n"
+    assert capsys.readouterr().out == pipe("w1 w2", return_full_text=False, **SETTINGS)[0]["generated_text"] + "\n"
 
 
 def test_generate_from_stdin_as_json_with_history(tiny_model_dir, pipe, capsys, monkeypatch, tmp_path):
@@ -32,7 +32,7 @@ def test_generate_from_stdin_as_json_with_history(tiny_model_dir, pipe, capsys, 
     assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "--json", "--save-history", str(gif)]) == 0
     captured = capsys.readouterr()
     record = json.loads(captured.out)
-    assert record == {"generated_text": pipe("w1 w2 w3", **SETTINGS)[0]["generated_text"]}
+    assert record == {"generated_text": pipe("w1 w2 w3", return_full_text=False, **SETTINGS)[0]["generated_text"]}
     with Image.open(gif) as image:
         assert image.n_frames == 4  # the all-mask canvas + 3 steps
     assert "4 frames" in captured.err

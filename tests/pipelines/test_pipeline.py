@@ -34,13 +34,13 @@ def test_task_is_registered_and_loads_a_folder(pipe):
 
 def test_completion_equals_generate(pipe):
     tokenizer = pipe.tokenizer
-    out = pipe("w1 w2 w3", **SHORT)
+    out = pipe("w1 w2 w3", return_full_text=False, **SHORT)
     ids = tokenizer("w1 w2 w3", add_special_tokens=False, return_tensors="pt").input_ids
     new = pipe.model.generate(ids, **SHORT)[0, ids.shape[1] :].tolist()
     if EOS in new:
         new = new[: new.index(EOS)]
     assert out == [{"generated_text": " " + tokenizer.decode(new, skip_special_tokens=True)}]  # spaced as decoded
-    full = pipe("w1 w2 w3", return_full_text=True, **SHORT)[0]["generated_text"]
+    full = pipe("w1 w2 w3", **SHORT)[0]["generated_text"]  # the default, as in transformers
     assert full == "w1 w2 w3" + out[0]["generated_text"]
     assert full == tokenizer.decode(ids[0].tolist() + new)
 
@@ -113,14 +113,14 @@ def test_answers_are_cut_at_eos_and_end_of_answer(pipe):
     tok = pipe.tokenizer
     ids = tok("w1 w2 [/Answer] w3", add_special_tokens=False).input_ids
     meta = {"kind": "chat", "messages": [{"role": "user", "content": "q"}], "end_marker": "[/Answer]",
-            "text": "", "prompt_tokens": [20, 21], "new_tokens": ids}  # fmt: skip
+            "text": "", "continued": False, "trailing_space": False, "sequences": [([20, 21], ids)]}  # fmt: skip
     assert pipe.postprocess({"meta": meta})[0]["generated_text"][-1]["content"] == "w1 w2"
     meta.update(
         kind="completion",
         end_marker=None,
-        new_tokens=[*tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30],
+        sequences=[([20, 21], [*tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30])],
     )
-    assert pipe.postprocess({"meta": meta})[0]["generated_text"] == " w4 w5"
+    assert pipe.postprocess({"meta": meta}, return_full_text=False)[0]["generated_text"] == " w4 w5"
 
 
 def test_history_and_its_pictures(pipe, tmp_path):
@@ -186,7 +186,7 @@ def test_a_peft_adapter_folder_works(tmp_path, tiny_model_dir):
     ids = pipe.tokenizer("w1 w2", add_special_tokens=False, return_tensors="pt").input_ids
     expected = peft_model.eval().generate(ids, **SHORT)[0, 2:].tolist()
     expected = expected[: expected.index(EOS)] if EOS in expected else expected
-    assert pipe("w1 w2", **SHORT)[0]["generated_text"] == " " + pipe.tokenizer.decode(
+    assert pipe("w1 w2", return_full_text=False, **SHORT)[0]["generated_text"] == " " + pipe.tokenizer.decode(
         expected, skip_special_tokens=True
     )
 
