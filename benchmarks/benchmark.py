@@ -205,7 +205,7 @@ def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     model, prompts, mask_id, _, _ = embedded_model(device)
     new = 64
-    baseline_settings = {"max_new_tokens": new, "steps": new, "block_length": 32}
+    baseline_settings = {"max_new_tokens": new, "steps": new, "block_length": 32, "stop_strings": None}
     variants = {
         "one token per step (reference schedule)": {},
         "half the steps": {"steps": new // 2},

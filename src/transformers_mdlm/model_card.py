@@ -6,7 +6,7 @@ import re
 from importlib.resources import files
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # only Hub dataset ids go into the card's metadata
 
@@ -15,6 +15,16 @@ TEMPLATE_PATH = files(__package__).joinpath("templates", "model_card.md")
 _GENERATION_KEYS = (
     "max_new_tokens", "steps", "block_length", "temperature", "top_k", "top_p", "remasking", "schedule",
     "stochastic_transfer", "confidence_threshold", "repetition_penalty", "cfg_scale", "stop_on_eos", "mask_token_id",
+)  # fmt: skip
+
+#: The card's `library_name`: the checkpoint is a plain masked-LM one, but generating text needs this package, so the
+#: Hub must not offer transformers' text-generation snippet or widget (they would fail); see the docs' Hub section.
+LIBRARY_NAME = "transformers-mdlm"
+
+#: Keyword arguments of `build_model_card` besides the model (what `create_model_card` and `push_to_hub` pass on).
+CARD_ARGUMENTS = (
+    "repo_id", "model_name", "model_description", "base_model", "language", "license", "datasets", "training",
+    "lora", "eval_results", "samples", "limitations", "tags",
 )  # fmt: skip
 
 DEFAULT_LIMITATIONS = (
@@ -36,6 +46,44 @@ def lora_settings(model: Any) -> dict[str, Any] | None:
     }
 
 
+def _dataset_entries(datasets: Any) -> list[dict[str, str]]:
+    """`datasets` as `{"name", "license", "use"}` dicts: accepts a name, a list of names, or a list of dicts."""
+    if datasets is None:
+        return []
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    if not isinstance(datasets, (list, tuple)):
+        raise TypeError(f"`datasets` must be a name or a list of names or dicts, got {type(datasets).__name__}.")
+    entries = []
+    for index, item in enumerate(datasets):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise TypeError(f"`datasets[{index}]` must be a name or a dict with a string 'name', got {item!r}.")
+        entries.append(item)
+    return entries
+
+
+def _eval_results(rows: Any) -> list[EvalResult]:
+    """`{"task", "metric", "value"}` rows (optionally `dataset`, `task_type`, `split`) as huggingface_hub results."""
+    results = []
+    for index, row in enumerate(rows or []):
+        missing = [key for key in ("task", "metric", "value") if key not in row] if isinstance(row, dict) else ["row"]
+        if missing:
+            raise ValueError(f"`eval_results[{index}]` needs 'task', 'metric' and 'value'; missing {missing}.")
+        results.append(
+            EvalResult(
+                task_type=row.get("task_type", "text-generation"),
+                dataset_type=row.get("dataset", row["task"]),
+                dataset_name=row["task"],
+                dataset_split=row.get("split"),
+                metric_type=row["metric"],
+                metric_value=row["value"],
+            )
+        )
+    return results
+
+
 def build_model_card(
     model: Any,
     *,
@@ -45,7 +93,7 @@ def build_model_card(
     base_model: str | None = None,
     language: str | list[str] | None = None,
     license: str | None = None,
-    datasets: list[dict[str, str]] | None = None,
+    datasets: str | list[str] | list[dict[str, str]] | None = None,
     training: dict[str, Any] | None = None,
     lora: dict[str, Any] | None = None,
     eval_results: list[dict[str, Any]] | None = None,
@@ -58,15 +106,19 @@ def build_model_card(
     Args:
         model: the model; its config, size, generation config and (for a peft model) LoRA settings are read from it.
         repo_id (`str`, *optional*): the Hub id shown in the usage example (`""`: none, for the embedded model).
-        datasets (`list[dict]`, *optional*): `{"name", "license", "use"}` per dataset.
+        datasets (`str`, `list[str]` or `list[dict]`, *optional*): dataset names, or `{"name", "license", "use"}`
+            per dataset; Hub ids among them go into the metadata.
         training (`dict`, *optional*): training settings to list (stage, steps, learning rate, wall time, ...).
         lora (`dict`, *optional*): LoRA settings; read from a peft model when not given.
-        eval_results (`list[dict]`, *optional*): `{"task", "metric", "value"}` rows.
+        eval_results (`list[dict]`, *optional*): `{"task", "metric", "value"}` rows (optionally `dataset`,
+            `task_type`, `split`); written as the card's `model-index` through `huggingface_hub.EvalResult`.
         samples (`list[dict]`, *optional*): `{"prompt", "output"}` sample generations.
 
     Returns:
         A `huggingface_hub.ModelCard` (save it with `.save(path)`, push it with `.push_to_hub(repo_id)`).
     """
+    datasets = _dataset_entries(datasets)
+    results = _eval_results(eval_results)
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = inner.config
     if lora is None:
@@ -74,20 +126,23 @@ def build_model_card(
     generation = inner.generation_config
     if repo_id is None:  # "" means the package's default model: the usage example then names no model
         repo_id = model_name or getattr(inner, "name_or_path", None) or "path/to/model"
+    name = model_name or repo_id.split("/")[-1] or "model"
     card_data = ModelCardData(
         language=language,
         license=license,
-        library_name="transformers",
+        library_name=LIBRARY_NAME,
         pipeline_tag="text-generation",
         base_model=base_model,
-        datasets=[item["name"] for item in datasets or [] if _HUB_ID.fullmatch(item["name"])] or None,
+        datasets=[item["name"] for item in datasets if _HUB_ID.fullmatch(item["name"])] or None,
         tags=sorted({"masked-diffusion", "mdlm", "transformers-mdlm", *(tags or [])}),
+        model_name=name if results else None,
+        eval_results=results or None,
     )
     chat = getattr(generation, "mask_token_id", None) is not None
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
-        model_name=model_name or repo_id.split("/")[-1] or "model",
+        model_name=name,
         repo_id=repo_id,
         model_description=model_description or f"A masked diffusion language model ({config.model_type}).",
         usage_input='[{"role": "user", "content": "..."}]' if chat else '"..."',
@@ -99,7 +154,7 @@ def build_model_card(
         base_model=base_model,
         training=training or {},
         lora=lora,
-        datasets=datasets or [],
+        datasets=datasets,
         generation={key: getattr(generation, key) for key in _GENERATION_KEYS if hasattr(generation, key)},
         eval_results=eval_results or [],
         samples=samples or [],

@@ -24,7 +24,8 @@ DIFFUTRON_REPOSITORIES = frozenset(MODEL_ALIASES.values())
 #: Named sets of generation settings.
 #:
 #: - `"diffutron"`: the Diffutron authors' recommendation for long answers (blocks of 32, temperature 0.1, their
-#:   repetition penalty 1.2), applied to Diffutron checkpoints that have no `generation_config.json`.
+#:   repetition penalty 1.2), with its end of answer `[/Answer]` as a stop string; applied to Diffutron checkpoints
+#:   that have no `generation_config.json`.
 #: - `"diffutron-sampler"`: the defaults of the authors' sampling function (128 tokens in 128 steps, one block of
 #:   128, greedy, penalty 1.2): pass these to get their tokens where their script leaves a setting out.
 GENERATION_PRESETS: dict[str, dict[str, Any]] = {
@@ -37,6 +38,7 @@ GENERATION_PRESETS: dict[str, dict[str, Any]] = {
         "remasking": "low_confidence",
         "stochastic_transfer": False,
         "cfg_scale": 0.0,
+        "stop_strings": ["[/Answer]"],
     },
     "diffutron-sampler": {
         "max_new_tokens": 128,

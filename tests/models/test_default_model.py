@@ -74,7 +74,7 @@ def test_dual_cache_and_threshold_keep_most_of_the_embedded_models_decoding():
         "Bu akşam yemekte",
         "İstanbul Boğazı",
     ]
-    settings = dict(max_new_tokens=64, steps=64, block_length=32, repetition_penalty=1.0, stop_on_eos=False,
+    settings = dict(max_new_tokens=64, steps=64, block_length=32, repetition_penalty=1.0, stop_on_eos=False, tokenizer=tokenizer,
                     return_dict_in_generate=True)  # fmt: skip
     same = {"dual": 0, "threshold": 0}
     passes = 0

@@ -11,6 +11,18 @@ from ..validation import check_choice, check_number
 
 LOSS_WEIGHTINGS = ("elbo", "none")
 LOSS_NORMALIZATIONS = ("sequence", "token")
+#: The masked diffusion settings and their defaults (what a plain `TrainingArguments` trains with).
+DIFFUSION_DEFAULTS = {
+    "time_epsilon": 1e-3,
+    "noise_schedule": "linear",
+    "loss_weighting": "elbo",
+    "loss_normalization": "sequence",
+}
+
+
+def diffusion_setting(args: TrainingArguments, name: str) -> object:
+    """A masked diffusion setting of `args`, or its default for a plain `transformers.TrainingArguments`."""
+    return getattr(args, name, DIFFUSION_DEFAULTS[name])
 
 
 @dataclass

@@ -6,11 +6,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging
 
+from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE
 from ..generation.scheduling import MaskedDiffusionScheduler
-from .arguments import MaskedDiffusionTrainingArguments
-from .collators import DataCollatorForMaskedDiffusion
+from .arguments import MaskedDiffusionTrainingArguments, diffusion_setting
+from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
+
+logger = logging.get_logger(__name__)
+
+DIFFUSION_SETTINGS = ("noise_schedule", "loss_weighting", "loss_normalization", "time_epsilon")
 
 #: Dataset columns the collators read (kept although the model's `forward` does not take them).
 COLLATOR_COLUMNS = ("input_ids", "sample_id", "prompt_length")
@@ -34,8 +40,11 @@ class MaskedDiffusionTrainer(Trainer):
     the output head only at the masked positions. Everything else is the standard `Trainer`: checkpoints and exact
     resume, gradient accumulation, mixed precision, `accelerate`/`torchrun` distributed runs, `push_to_hub`.
 
-    The collator defaults to [`DataCollatorForMaskedDiffusion`] built from the tokenizer (`processing_class`) and the
-    arguments; its noise is seeded from `args.seed`. The logs add `mask_rate` (masked share of the maskable tokens).
+    The collator defaults to [`DataCollatorForMaskedDiffusionSFT`] when the training data carries `prompt_length`
+    (as [`format_instruction_dataset`] writes it: the prompt is then never masked nor scored), else to
+    [`DataCollatorForMaskedDiffusion`]; both are built from the tokenizer (`processing_class`) and the arguments, and
+    their noise is seeded from `args.seed`. A plain `transformers.TrainingArguments` works too: the diffusion settings
+    then take their defaults. The logs add `mask_rate` (masked share of the maskable tokens).
 
     The loss (see [`MaskedDiffusionTrainingArguments`]): for sequence `i` with time `t_i`, weight `w_i` (the ELBO
     weight, or 1) and `M_i` maskable tokens, `S_i = w_i * sum(CE over its masked tokens)`; `"sequence"`
@@ -56,26 +65,44 @@ class MaskedDiffusionTrainer(Trainer):
     # The loss below is normalised over the whole accumulated batch (see `_get_num_items_in_batch`).
     loss_is_scaled_for_ga = True
 
-    def __init__(self, model: Any = None, args: MaskedDiffusionTrainingArguments | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any = None,
+        args: MaskedDiffusionTrainingArguments | TrainingArguments | None = None,
+        **kwargs: Any,
+    ) -> None:
         if args is None:
             args = MaskedDiffusionTrainingArguments(output_dir="tmp_trainer")
-        if not isinstance(args, MaskedDiffusionTrainingArguments):
-            raise TypeError(f"`args` must be MaskedDiffusionTrainingArguments, got {type(args).__name__}.")
+        if not isinstance(args, TrainingArguments):
+            raise TypeError(
+                f"`args` must be MaskedDiffusionTrainingArguments or TrainingArguments, got {type(args).__name__}."
+            )
+        time_epsilon, noise_schedule = (
+            diffusion_setting(args, "time_epsilon"),
+            diffusion_setting(args, "noise_schedule"),
+        )
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None:
             if tokenizer is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
-            kwargs["data_collator"] = DataCollatorForMaskedDiffusion(
-                tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
+            sft = _has_column(kwargs.get("train_dataset"), "prompt_length")
+            collator_class = DataCollatorForMaskedDiffusionSFT if sft else DataCollatorForMaskedDiffusion
+            kwargs["data_collator"] = collator_class(
+                tokenizer=tokenizer, time_epsilon=time_epsilon, noise_schedule=noise_schedule
             )
         collator = kwargs["data_collator"]
+        if isinstance(collator, DataCollatorForMaskedDiffusionSFT) and getattr(tokenizer, "chat_template", 1) is None:
+            # `format_instruction_dataset` formats with Diffutron's template when the tokenizer has none: save it with
+            # the tokenizer, so that the trained model's chat format travels with it.
+            tokenizer.chat_template = DIFFUTRON_CHAT_TEMPLATE
+            logger.info("The tokenizer had no chat template: Diffutron's is set on it and saved with the model.")
         if isinstance(collator, DataCollatorForMaskedDiffusion):
             collator.seed = args.seed
-            if (collator.time_epsilon, collator.noise_schedule) != (args.time_epsilon, args.noise_schedule):
+            if (collator.time_epsilon, collator.noise_schedule) != (time_epsilon, noise_schedule):
                 raise ValueError(
                     "The collator's `time_epsilon`/`noise_schedule` "
                     f"({collator.time_epsilon}, {collator.noise_schedule!r}) differ from the training arguments' "
-                    f"({args.time_epsilon}, {args.noise_schedule!r})."
+                    f"({time_epsilon}, {noise_schedule!r})."
                 )
         for split in ("train_dataset", "eval_dataset"):
             dataset = kwargs.get(split)
@@ -89,7 +116,7 @@ class MaskedDiffusionTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         if isinstance(collator, DataCollatorForMaskedDiffusion):
             self.add_callback(_NoiseEpochCallback(collator))
-        self.scheduler_for_noise = MaskedDiffusionScheduler(schedule=args.noise_schedule)
+        self.scheduler_for_noise = MaskedDiffusionScheduler(schedule=noise_schedule)
         self._mask_rates: list[float] = []
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -100,7 +127,7 @@ class MaskedDiffusionTrainer(Trainer):
         """What the loss divides by, over the accumulated batch: maskable tokens (`token`) or sequences (`sequence`)."""
         if not batch_samples or "num_maskable" not in batch_samples[0]:
             return None
-        if self.args.loss_normalization == "token":
+        if diffusion_setting(self.args, "loss_normalization") == "token":
             count = sum(batch["num_maskable"].sum() for batch in batch_samples)
         else:
             count = torch.tensor(sum(len(batch["num_maskable"]) for batch in batch_samples))
@@ -126,7 +153,7 @@ class MaskedDiffusionTrainer(Trainer):
             0, row_of_token, token_loss * weights[row_of_token]
         )
         num_maskable = inputs["num_maskable"].to(per_row.device)
-        if self.args.loss_normalization == "sequence":
+        if diffusion_setting(self.args, "loss_normalization") == "sequence":
             numerator = (per_row / num_maskable.clamp_min(1)).sum()
             denominator = num_items_in_batch if num_items_in_batch is not None else labels.shape[0]
         else:
@@ -140,34 +167,68 @@ class MaskedDiffusionTrainer(Trainer):
             self._mask_rates.append(float(rate))
         return (loss, outputs) if return_outputs else loss
 
-    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
+    def create_model_card(
+        self,
+        language: str | list[str] | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        **card_kwargs: Any,
+    ) -> None:
         """Write `README.md` in `output_dir` from the package's model card template (used by `push_to_hub`).
 
-        Keyword arguments go to `transformers_mdlm.model_card.build_model_card` (`datasets`, `base_model`,
-        `language`, `license`, `eval_results`, `samples`, ...); the training settings come from the arguments.
+        Takes transformers' arguments with their meaning: `finetuned_from` becomes the card's `base_model`,
+        `dataset_tags` (Hub ids) and `dataset` (names) its `datasets`, `tasks` join its `tags`; `language`,
+        `license` and `tags` go to the metadata as they are. Further keyword arguments go to
+        `transformers_mdlm.model_card.build_model_card` (`datasets` with licences, `eval_results`, `samples`,
+        `lora`, `model_description`, `limitations`, `training`, `repo_id`); an unknown one raises a `TypeError`.
+        The training settings come from the arguments and the run.
         """
         if not self.is_world_process_zero():
             return
         import os
 
-        from ..model_card import build_model_card
+        from ..model_card import CARD_ARGUMENTS, build_model_card
 
-        known = {"language", "license", "tags", "base_model", "datasets", "eval_results", "samples", "lora",
-                 "model_description", "limitations", "training", "repo_id"}  # fmt: skip
-        card_kwargs = {key: value for key, value in kwargs.items() if key in known and value is not None}
-        if isinstance(card_kwargs.get("tags"), str):
-            card_kwargs["tags"] = [card_kwargs["tags"]]
+        unknown = sorted(set(card_kwargs) - set(CARD_ARGUMENTS))
+        if unknown:
+            raise TypeError(
+                f"Unknown model card argument(s): {', '.join(unknown)}. Known: {', '.join(CARD_ARGUMENTS)}."
+            )
+        del dataset_args  # transformers uses it for the dataset's configuration name; the card has no field for it
+        datasets = list(card_kwargs.pop("datasets", None) or [])
+        named = {entry["name"] if isinstance(entry, dict) else entry for entry in datasets}
+        for name in [*_as_list(dataset_tags), *_as_list(dataset)]:
+            if name not in named:
+                datasets.append({"name": name})
+                named.add(name)
+        card_kwargs = {key: value for key, value in card_kwargs.items() if value is not None}
         card_kwargs.setdefault("repo_id", self.args.hub_model_id or model_name)
         card_kwargs["training"] = {**self.training_summary(), **card_kwargs.get("training", {})}
-        card = build_model_card(self.model, model_name=model_name, **card_kwargs)
+        card = build_model_card(
+            self.model,
+            model_name=model_name,
+            language=language,
+            license=license,
+            base_model=finetuned_from or card_kwargs.pop("base_model", None),
+            datasets=datasets or None,
+            tags=[*_as_list(tags), *_as_list(tasks)],
+            **card_kwargs,
+        )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def training_summary(self) -> dict[str, Any]:
         """The settings and progress of this run, as listed in the model card."""
         args = self.args
         summary = {
-            "objective": f"masked diffusion (MDLM), {args.noise_schedule} schedule, {args.loss_weighting} weighting, "
-            f"{args.loss_normalization} normalisation, time epsilon {args.time_epsilon}",
+            "objective": "masked diffusion (MDLM), {} schedule, {} weighting, {} normalisation, time epsilon {}".format(
+                *(diffusion_setting(args, name) for name in DIFFUSION_SETTINGS)
+            ),
             "learning rate": args.learning_rate,
             "batch size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
             "optimizer steps": self.state.global_step,
@@ -194,7 +255,7 @@ class MaskedDiffusionTrainer(Trainer):
         return loss.detach(), None, None
 
     def _loss_weights(self, t: torch.Tensor) -> torch.Tensor:
-        if self.args.loss_weighting == "none":
+        if diffusion_setting(self.args, "loss_weighting") == "none":
             return torch.ones_like(t)
         return self.scheduler_for_noise.loss_weight(t).to(t.device)
 
@@ -203,3 +264,19 @@ class MaskedDiffusionTrainer(Trainer):
             logs["mask_rate"] = round(sum(self._mask_rates) / len(self._mask_rates), 4)
             self._mask_rates.clear()
         super().log(logs, *args, **kwargs)
+
+
+def _has_column(dataset: Any, name: str) -> bool:
+    """Whether a `datasets.Dataset` (or a list of dict rows) carries `name`."""
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, list):
+        return name in columns
+    if isinstance(dataset, (list, tuple)) and dataset and isinstance(dataset[0], dict):
+        return name in dataset[0]
+    return False
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
