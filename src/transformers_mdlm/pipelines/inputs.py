@@ -44,12 +44,16 @@ def prepare_inputs(inputs: Any) -> Any:
         if not inputs:
             raise ValueError("Got an empty list of inputs.")
         return [prepare_item(item, index) for index, item in enumerate(inputs)]
-    if isinstance(inputs, Iterable) and not isinstance(inputs, (dict, bytes)):
-        return _stream(inputs)
+    if isinstance(inputs, (dict, bytes)):
+        return prepare_item(inputs)
+    if isinstance(inputs, Iterable):
+        return _stream(iter(inputs))
+    if hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__"):  # a torch Dataset such as `KeyDataset`
+        return _stream(inputs[index] for index in range(len(inputs)))
     return prepare_item(inputs)
 
 
-def _stream(inputs: Iterable[Any]) -> Iterator[str | Conversation]:
+def _stream(inputs: Iterator[Any]) -> Iterator[str | Conversation]:
     for index, item in enumerate(inputs):
         yield prepare_item(item, index)
 
