@@ -91,7 +91,8 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
                 "(`base_model_name_or_path` in adapter_config.json)."
             )
         base_kwargs = {k: v for k, v in kwargs.items() if k not in ("revision", "subfolder")}
-        base_model = super().from_pretrained(peft_config.base_model_name_or_path, *model_args, **base_kwargs)
+        base_name = resolve_model_name(peft_config.base_model_name_or_path)  # an alias, e.g. the embedded model's
+        base_model = super().from_pretrained(base_name, *model_args, **base_kwargs)
         return PeftModel.from_pretrained(
             base_model,
             pretrained_model_name_or_path,

@@ -52,8 +52,13 @@ GENERATION_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The alias of the package's embedded model: adapters trained on it record this name, not a machine path.
+EMBEDDED_MODEL_ALIAS = "turkish-mdlm-embedded"
+
+
 def resolve_model_name(name: str) -> str:
-    """The Hub id behind an alias (case-insensitive); any other name is returned unchanged.
+    """The Hub id behind an alias (case-insensitive; the embedded model's alias gives its folder); any other name is
+    returned unchanged.
 
     Example:
 
@@ -65,7 +70,22 @@ def resolve_model_name(name: str) -> str:
 
     ```
     """
-    return MODEL_ALIASES.get(name.lower(), name) if isinstance(name, str) else name
+    if not isinstance(name, str):
+        return name
+    if name.lower() == EMBEDDED_MODEL_ALIAS and default_model_path() is not None:
+        return default_model_path()
+    return MODEL_ALIASES.get(name.lower(), name)
+
+
+def portable_model_name(name_or_path: str | None) -> str | None:
+    """The name to record for a base model: the embedded model's alias instead of its folder; others unchanged."""
+    if name_or_path is None or default_model_path() is None:
+        return name_or_path
+    try:
+        same = Path(name_or_path).resolve() == DEFAULT_MODEL_DIR
+    except (OSError, ValueError):
+        return name_or_path
+    return EMBEDDED_MODEL_ALIAS if same else name_or_path
 
 
 def generation_preset(name: str) -> dict[str, Any]:
@@ -107,10 +127,12 @@ def default_model_path() -> str | None:
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "EMBEDDED_MODEL_ALIAS",
     "GENERATION_PRESETS",
     "MODEL_ALIASES",
     "default_model_path",
     "generation_preset",
+    "portable_model_name",
     "preset_for_model",
     "resolve_model_name",
 ]

@@ -90,3 +90,22 @@ def test_dual_cache_and_threshold_keep_most_of_the_embedded_models_decoding():
     assert same["dual"] / total >= 0.45  # measured 57%
     assert same["threshold"] / total >= 0.35  # measured 49%
     assert passes / total <= 0.5  # measured 0.375 forward passes per token
+
+
+def test_an_adapter_on_the_embedded_model_records_its_alias(tmp_path):
+    """Not a path into site-packages: `adapter_config.json` names the alias, which loads back anywhere."""
+    from peft import PeftModel
+
+    from transformers_mdlm import AutoModelForMaskedDiffusion
+    from transformers_mdlm.presets import EMBEDDED_MODEL_ALIAS
+    from transformers_mdlm.training import add_lora, diffutron_lora_config
+
+    base = AutoModelForMaskedDiffusion.from_pretrained(default_model_path())
+    size = base.num_parameters()
+    adapted = add_lora(base, diffutron_lora_config(r=2, lora_alpha=4))
+    adapted.save_pretrained(tmp_path / "adapter")
+    recorded = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == EMBEDDED_MODEL_ALIAS
+    loaded = AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "adapter")
+    assert isinstance(loaded, PeftModel)
+    assert AutoModelForMaskedDiffusion.from_pretrained(EMBEDDED_MODEL_ALIAS).num_parameters() == size

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from peft import LoraConfig, PeftModel, get_peft_model
+from transformers.utils import logging
+
+from ..presets import portable_model_name
+
+logger = logging.get_logger(__name__)
 
 #: Diffutron's continual-pretraining targets on ModernBERT: every linear layer of the encoder plus the head's dense
 #: layer; the decoder (tied to the embeddings) is left alone. peft has no default targets for ModernBERT.
@@ -34,10 +40,22 @@ def diffutron_lora_config(
     )
 
 
-def add_lora(model: Any, config: LoraConfig) -> PeftModel:
-    """Wrap `model` with a LoRA adapter, with a clear error when the target modules match no layer."""
+def add_lora(model: Any, config: LoraConfig, base_model_name_or_path: str | None = None) -> PeftModel:
+    """Wrap `model` with a LoRA adapter, with a clear error when the target modules match no layer.
+
+    The adapter's `base_model_name_or_path` (what `adapter_config.json` records, and what loading the adapter
+    fetches) is `base_model_name_or_path` when given, else the model's own name; the embedded model is recorded by
+    its alias `"turkish-mdlm-embedded"`, never by its folder. A base loaded from another local folder is recorded
+    as that path, with a warning: pass its Hub id here to make the adapter loadable elsewhere.
+    """
+    name = base_model_name_or_path or portable_model_name(getattr(model, "name_or_path", None))
+    if base_model_name_or_path is None and name and os.path.isabs(name):
+        logger.warning(
+            f"The adapter will record its base model as the local path {name}; pass `base_model_name_or_path=` "
+            "(a Hub id) so that it loads on other machines."
+        )
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except ValueError as error:
         if "not found" in str(error) or "Target modules" in str(error):
             names = sorted({name.split(".")[-1] for name, _ in model.named_modules() if name})
@@ -46,6 +64,9 @@ def add_lora(model: Any, config: LoraConfig) -> PeftModel:
                 f"its module names end in: {', '.join(names[:40])}."
             ) from error
         raise
+    for adapter in peft_model.peft_config.values():
+        adapter.base_model_name_or_path = name
+    return peft_model
 
 
 def merge_lora(model: PeftModel) -> Any:
