@@ -64,6 +64,12 @@ def _dataset_entries(datasets: Any) -> list[dict[str, str]]:
     return entries
 
 
+def _hub_ids(datasets: list[dict[str, str]]) -> list[str]:
+    """The Hub ids among the datasets (an entry's `hub_id`, or its name when that is one), for the metadata."""
+    ids = [item.get("hub_id") or item["name"] for item in datasets]
+    return list(dict.fromkeys(name for name in ids if _HUB_ID.fullmatch(name)))
+
+
 def _eval_results(rows: Any) -> list[EvalResult]:
     """`{"task", "metric", "value"}` rows (optionally `dataset`, `task_type`, `split`) as huggingface_hub results."""
     results = []
@@ -106,8 +112,8 @@ def build_model_card(
     Args:
         model: the model; its config, size, generation config and (for a peft model) LoRA settings are read from it.
         repo_id (`str`, *optional*): the Hub id shown in the usage example (`""`: none, for the embedded model).
-        datasets (`str`, `list[str]` or `list[dict]`, *optional*): dataset names, or `{"name", "license", "use"}`
-            per dataset; Hub ids among them go into the metadata.
+        datasets (`str`, `list[str]` or `list[dict]`, *optional*): dataset names, or `{"name", "license", "use",
+            "hub_id"}` per dataset; Hub ids among them (or their `hub_id`) go into the metadata.
         training (`dict`, *optional*): training settings to list (stage, steps, learning rate, wall time, ...).
         lora (`dict`, *optional*): LoRA settings; read from a peft model when not given.
         eval_results (`list[dict]`, *optional*): `{"task", "metric", "value"}` rows (optionally `dataset`,
@@ -133,7 +139,7 @@ def build_model_card(
         library_name=LIBRARY_NAME,
         pipeline_tag="text-generation",
         base_model=base_model,
-        datasets=[item["name"] for item in datasets if _HUB_ID.fullmatch(item["name"])] or None,
+        datasets=_hub_ids(datasets) or None,
         tags=sorted({"masked-diffusion", "mdlm", "transformers-mdlm", *(tags or [])}),
         model_name=name if results else None,
         eval_results=results or None,

@@ -68,3 +68,37 @@ def test_trainer_push_to_hub_writes_the_training_card(tmp_path):
 def test_card_renders_without_optional_sections():
     card = str(build_model_card(small_model()))
     assert "No evaluation results were recorded" in card and "## LoRA" not in card
+
+
+def _usage_snippet(card_text: str) -> str:
+    return card_text.split("## Usage")[1].split("```python\n")[1].split("```")[0]
+
+
+@pytest.mark.parametrize("which", ["embedded", "local folder"])
+def test_the_cards_usage_snippet_runs_as_written(tiny_model_dir, tmp_path, which):
+    import os
+    import subprocess
+    import sys
+
+    from transformers_mdlm.presets import DEFAULT_MODEL_DIR
+
+    if which == "embedded":
+        text = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    else:
+        from transformers_mdlm import AutoModelForMaskedDiffusion
+
+        model = AutoModelForMaskedDiffusion.from_pretrained(tiny_model_dir)
+        model.generation_config.update(max_new_tokens=16, steps=8)  # the tiny model has 128 positions
+        model.save_pretrained(tmp_path)
+        make_tiny_tokenizer().save_pretrained(tmp_path)
+        text = str(build_model_card(model, repo_id=str(tmp_path)))
+    snippet = _usage_snippet(text)
+    assert "pipeline(" in snippet
+    lines = snippet.strip().splitlines()
+    code = "\n".join([*lines[:-1], "result = " + lines[-1], "print(result)"])  # run as written, show the answer
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "generated_text" in result.stdout
+    metadata = text.split("---\n")[1]
+    assert "library_name: transformers-mdlm" in metadata and "library_name: transformers\n" not in metadata
