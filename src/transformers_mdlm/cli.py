@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train: `mdlm train pretrain ...` or `mdlm train sft ...` (see `mdlm train pretrain --help`)",
         add_help=False,
     )
+    commands.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness's command line with the `mdlm` model registered: `mdlm lm-eval --model mdlm ...`",
+        add_help=False,
+    )
 
     generate = commands.add_parser("generate", help="generate once, from arguments or standard input")
     generate.add_argument("prompt", nargs="*", help="the prompt (read from standard input when absent)")
@@ -201,24 +206,50 @@ def run_train(argv: Sequence[str]) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    """Run the tasks; every finished task is kept (also in `--output`, rewritten after each task). Exit status 1 when
+    a task failed (its entry holds the error), 0 otherwise."""
     from .evaluation import evaluate_model
 
     generation = {"max_new_tokens": args.max_new_tokens, "steps": args.steps or args.max_new_tokens}
     report = evaluate_model(
-        args.model, [task.strip() for task in args.tasks.split(",") if task.strip()], data_dir=args.data_dir,
-        split=args.split, text_file=args.text_file, limit=args.limit, num_samples=args.num_samples, seed=args.seed,
-        generation=generation,
+        args.model, args.tasks, data_dir=args.data_dir, split=args.split, text_file=args.text_file, limit=args.limit,
+        num_samples=args.num_samples, seed=args.seed, generation=generation, output=args.output, progress=True,
     )  # fmt: skip
-    text = json.dumps(report, ensure_ascii=False, indent=2)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-    print(text)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    for task in report["failed"]:
+        print(f"mdlm eval: {task} failed: {report['results'][task]['error']}", file=sys.stderr)
+    return 1 if report["failed"] else 0
+
+
+def run_lm_eval(argv: Sequence[str]) -> int:
+    """`mdlm lm-eval ARGS...`: lm-evaluation-harness's own command line, with the `mdlm` model registered.
+
+    lm-eval has no plugin entry point for models, so `lm_eval --model mdlm` alone cannot find this package's model;
+    this runs the same command after importing it.
+    """
+    try:
+        from lm_eval.__main__ import cli_evaluate
+
+        from .evaluation import lm_eval_adapter  # noqa: F401  (registers the `mdlm` model)
+    except ImportError as error:
+        print(f"mdlm lm-eval: lm-evaluation-harness is not installed ({error}); pip install 'transformers-mdlm[eval]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        cli_evaluate()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "lm-eval":
+        return run_lm_eval(argv[1:])
     if argv and argv[0] == "train":
         try:
             return run_train(argv[1:])

@@ -192,3 +192,64 @@ def test_lm_eval_adapter_on_a_local_task(counting_model, tmp_path):
         task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
     )  # fmt: skip
     assert results["results"]["counting_mc"]["acc,none"] == 1.0
+
+
+def _counting_task_files(folder):
+    rows = []
+    for start in range(6):
+        context = [20 + (start + i) % 40 for i in range(6)]
+        right = [20 + (start + 6 + i) % 40 for i in range(2)]
+        rows.append({"context": _words(context), "choices": [_words(right), "w80 w81"], "label": 0})
+    (folder / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (folder / "counting.yaml").write_text(
+        "task: counting_mc\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {folder / 'data.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{context}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\nmetric_list:\n  - metric: acc\n"
+    )
+
+
+def test_mdlm_eval_keeps_finished_tasks_and_cuts_long_inputs(counting_model, tmp_path, capsys):
+    """A broken task does not lose the others; passages longer than the model's 128 positions are cut and counted."""
+    data = tmp_path / "eval"
+    data.mkdir()
+    planted = {"context": _words(list(range(20, 26))), "choices": [" w26 w27", " w80 w81"], "label": 0}
+    long_mc = {"context": " ".join(["w30"] * 200), "choices": [" w31", " w80"], "label": 0}
+    (data / "planted_validation.jsonl").write_text(json.dumps(planted) + "\n" + json.dumps(long_mc) + "\n")
+    xquad = [{"context": " ".join(f"w{20 + i % 40}" for i in range(300)), "question": "w5 w6", "answers": ["w7"]},
+             {"context": "w20 w21", "question": "w5", "answers": ["w22"]}]  # fmt: skip
+    (data / "xquad_tr_validation.jsonl").write_text("\n".join(json.dumps(r) for r in xquad))
+    (data / "broken_validation.jsonl").write_text(json.dumps(planted) + "\n{not json\n")
+    output = tmp_path / "results.json"
+    code = main(["eval", "--model", str(counting_model), "--tasks", "planted,broken,xquad_tr", "--data-dir", str(data),
+                 "--num-samples", "4", "--max-new-tokens", "4", "--output", str(output)])  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    report = json.loads(output.read_text())
+    assert json.loads(captured.out) == report and report["failed"] == ["broken"]
+    assert "broken_validation.jsonl, line 2: not valid JSON" in report["results"]["broken"]["error"]
+    assert report["results"]["planted"]["n"] == 2 and report["results"]["planted"]["truncated"] == 1
+    assert report["results"]["xquad_tr"]["n"] == 2 and report["results"]["xquad_tr"]["truncated"] == 1
+    assert "cut" in report["config"]["long_inputs"]
+    assert "broken failed" in captured.err
+
+
+def test_mdlm_eval_checks_its_arguments_before_any_work(counting_model, tmp_path, capsys):
+    base = ["eval", "--model", str(counting_model), "--data-dir", str(tmp_path)]
+    assert main([*base, "--tasks", ",", "--text-file", __file__]) == 2
+    assert "`tasks` names no task" in capsys.readouterr().err
+    assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--limit", "-1"]) == 2
+    assert "`limit` must be an integer >= 1" in capsys.readouterr().err
+    missing = tmp_path / "missing" / "out.json"
+    assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--output", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_mdlm_lm_eval_runs_lm_evals_command_line_with_the_model_registered(counting_model, tmp_path, capsys):
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    _counting_task_files(tmp_path)
+    code = main(["lm-eval", "run", "--model", "mdlm", "--model_args", f"pretrained={counting_model}", "num_samples=8",
+                 "--tasks", "counting_mc", "--include_path", str(tmp_path), "--output_path", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0
+    written = list((tmp_path / "out").rglob("results_*.json"))
+    assert written and json.loads(written[0].read_text())["results"]["counting_mc"]["acc,none"] == 1.0

@@ -15,8 +15,11 @@ from typing import Any
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
+from transformers.utils import logging
 
 from .likelihood import evidence_bound
+
+logger = logging.get_logger(__name__)
 
 
 @register_model("mdlm", "masked-diffusion")
@@ -55,6 +58,10 @@ class MaskedDiffusionLM(LM):
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
         else:
             self.model, self.tokenizer = pretrained, tokenizer
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line asks for CUDA by default; its own HF model falls back to the CPU the same way.
+            logger.warning("CUDA is not available; the mdlm model runs on the CPU.")
+            device = "cpu"
         if device:
             self.model.to(device)
         self.model.eval()

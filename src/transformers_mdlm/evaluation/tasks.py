@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .jsonl import read_jsonl
 from .likelihood import evidence_bound
 
@@ -96,12 +98,23 @@ def score_multiple_choice(
     num_samples: int = 32,
     seed: int = 0,
     batch_size: int = 64,
+    max_length: int | None = None,
+    progress: bool = False,
+    description: str = "multiple choice",
 ) -> dict[str, float]:
-    """Accuracy of picking each item's highest-scoring choice, with lm-eval's normalisations."""
+    """Accuracy of picking each item's highest-scoring choice, with lm-eval's normalisations.
+
+    A context plus choice longer than `max_length` tokens (default: the model's positions) loses the start of its
+    context (left truncation, as lm-eval does); `truncated` in the result counts the items this happened to. An item
+    whose choice alone does not fit is skipped and counted in `skipped`.
+    """
     if not items:
         raise ValueError("No items to score.")
+    if max_length is None and hasattr(model, "max_sequence_length"):
+        max_length = model.max_sequence_length()
     correct = Counter()
-    for item in items:
+    truncated = skipped = 0
+    for item in tqdm(items, desc=description, unit="item", disable=not progress):
         context = tokenizer(item.context, add_special_tokens=False)["input_ids"]
         sequences, lengths = [], []
         for choice in item.choices:
@@ -110,6 +123,14 @@ def score_multiple_choice(
             shared = _common_prefix(context, full)
             sequences.append(full)
             lengths.append(shared)
+        excess = max(len(full) for full in sequences) - max_length if max_length is not None else 0
+        if excess > 0:
+            if any(shared - excess < 1 for shared in lengths):
+                skipped += 1
+                continue
+            truncated += 1
+            sequences = [full[excess:] for full in sequences]
+            lengths = [shared - excess for shared in lengths]
         bounds = evidence_bound(
             model, sequences, mask_token_id=tokenizer.mask_token_id, context_lengths=lengths, num_samples=num_samples,
             seed=seed, batch_size=batch_size,
@@ -119,9 +140,11 @@ def score_multiple_choice(
         per_token = [-bound.nats_per_token for bound in bounds]
         for metric, values in (("acc", scores), ("acc_norm", per_char), ("acc_per_token", per_token)):
             correct[metric] += int(max(range(len(values)), key=values.__getitem__) == item.label)
-    return {metric: correct[metric] / len(items) for metric in ("acc", "acc_norm", "acc_per_token")} | {
-        "n": len(items)
-    }
+    scored = len(items) - skipped
+    if not scored:
+        raise ValueError(f"No item fits the model's {max_length} positions: every choice alone is too long.")
+    metrics = {metric: correct[metric] / scored for metric in ("acc", "acc_norm", "acc_per_token")}
+    return metrics | {"n": scored, "truncated": truncated, "skipped": skipped}
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -177,16 +200,58 @@ def xquad_answers(row: dict[str, Any]) -> list[str]:
 
 
 def score_xquad(
-    pipe: Any, rows: Sequence[dict[str, Any]], batch_size: int = 8, **generate_kwargs: Any
+    pipe: Any, rows: Sequence[dict[str, Any]], batch_size: int = 8, progress: bool = False, **generate_kwargs: Any
 ) -> dict[str, float]:
-    """Exact match and F1 of the pipeline's answers (one user turn: the passage, then the question)."""
+    """Exact match and F1 of the pipeline's answers (one user turn: the passage, then the question).
+
+    A passage too long for the model's positions (with the question and the answer's tokens) loses its start (left
+    truncation); `truncated` counts the rows this happened to.
+    """
     if not rows:
         raise ValueError("No XQuAD rows to score.")
-    conversations = [
-        [{"role": "user", "content": f"{row['context'].strip()}\n\nSoru: {row['question'].strip()}"}] for row in rows
-    ]
-    outputs = pipe(conversations, batch_size=batch_size, **generate_kwargs)
-    predictions = [output[0]["generated_text"][-1]["content"] for output in outputs]
+    new_tokens = generate_kwargs.get("max_new_tokens") or pipe.model.generation_config.max_new_tokens or 0
+    limit = pipe.model.max_sequence_length()
+    conversations, truncated = [], 0
+    for row in rows:
+        conversation, cut = _fitting_conversation(pipe.tokenizer, row, None if limit is None else limit - new_tokens)
+        conversations.append(conversation)
+        truncated += cut
+    # A generator streams through the pipeline, so the bar advances as answers come.
+    outputs = pipe((c for c in conversations), batch_size=batch_size, return_full_text=False, **generate_kwargs)
+    bar = tqdm(outputs, total=len(rows), desc="xquad_tr", unit="row", disable=not progress)
+    predictions = [output[0]["generated_text"] for output in bar]
     em = sum(exact_match(p, xquad_answers(r)) for p, r in zip(predictions, rows, strict=True)) / len(rows)
     f1 = sum(f1_score(p, xquad_answers(r)) for p, r in zip(predictions, rows, strict=True)) / len(rows)
-    return {"exact_match": em, "f1": f1, "n": len(rows)}
+    return {"exact_match": em, "f1": f1, "n": len(rows), "truncated": truncated}
+
+
+def _fitting_conversation(tokenizer: Any, row: dict[str, Any], budget: int | None) -> tuple[list[dict], int]:
+    """The row as one user turn whose rendered prompt fits `budget` tokens, cutting the passage from the left."""
+    from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE
+
+    context, question = row["context"].strip(), row["question"].strip()
+    template = tokenizer.chat_template or DIFFUTRON_CHAT_TEMPLATE
+
+    def render(passage: str) -> list[dict]:
+        return [{"role": "user", "content": f"{passage}\n\nSoru: {question}"}]
+
+    def length(conversation: list[dict]) -> int:
+        text = tokenizer.apply_chat_template(conversation, chat_template=template, add_generation_prompt=True,
+                                             tokenize=False)  # fmt: skip
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    conversation = render(context)
+    if budget is None or length(conversation) <= budget:
+        return conversation, 0
+    ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    for _ in range(4):  # re-tokenizing a cut text can shift a token or two
+        over = length(conversation) - budget
+        if over <= 0:
+            return conversation, 1
+        ids = ids[over + 1 :]
+        if not ids:
+            break
+        conversation = render(tokenizer.decode(ids, skip_special_tokens=True))
+    if length(conversation) > budget:
+        raise ValueError(f"The XQuAD question alone is longer than the model's positions allow ({budget} tokens).")
+    return conversation, 1
