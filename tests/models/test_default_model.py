@@ -109,3 +109,13 @@ def test_an_adapter_on_the_embedded_model_records_its_alias(tmp_path):
     loaded = AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "adapter")
     assert isinstance(loaded, PeftModel)
     assert AutoModelForMaskedDiffusion.from_pretrained(EMBEDDED_MODEL_ALIAS).num_parameters() == size
+
+
+def test_the_embedded_tokenizer_carries_its_chat_template():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Merhaba"}], add_generation_prompt=True, tokenize=False
+    )
+    assert text == "[Question]\nMerhaba\n[/Question]\n\n[Answer]\n"

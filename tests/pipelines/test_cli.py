@@ -111,3 +111,12 @@ def test_generate_accepts_the_dual_cache(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "--kv-cache", "prefix", "x"])
     assert "invalid choice: 'prefix'" in capsys.readouterr().err
+
+
+def test_a_piped_prompt_ends_at_its_newline(tiny_model_dir, pipe, capsys, monkeypatch):
+    """`echo "w1 w2" | mdlm generate --json`: the newline echo adds is not part of the prompt."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("w1 w2\n"))
+    assert main(["generate", "--model", str(tiny_model_dir), *SHORT, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["generated_text"] == pipe("w1 w2", return_full_text=False, **SETTINGS)[0]["generated_text"]
+    assert record["generated_text"].strip()

@@ -53,6 +53,17 @@ def test_progressive_instruction_tuning_filters_tasks(base, tmp_path):
     assert main(["train", "sft", "--model", str(stage1), "--train_file", str(data), "--exclude_tasks", "a",
                  "--output_dir", str(stage2), *COMMON]) == 0  # fmt: skip
     assert (stage2 / "model.safetensors").is_file() and (stage2 / "tokenizer.json").is_file()
+    from transformers import AutoTokenizer
+
+    from transformers_mdlm import DIFFUTRON_CHAT_TEMPLATE
+
+    for stage in (stage1, stage2):  # every SFT output carries its chat template
+        assert (stage / "chat_template.jinja").read_text() == DIFFUTRON_CHAT_TEMPLATE
+        assert (
+            AutoTokenizer.from_pretrained(stage)
+            .apply_chat_template([{"role": "user", "content": "w1"}], add_generation_prompt=True, tokenize=False)
+            .endswith("[Answer]\n")
+        )
 
 
 def test_train_reports_bad_input(base, tmp_path, capsys):
