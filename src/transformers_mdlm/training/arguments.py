@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..generation.configuration import ALPHA_SCHEDULES
-from ..validation import check_choice, check_number
+from ..validation import check_bool, check_choice, check_number
 
 LOSS_WEIGHTINGS = ("elbo", "none")
 LOSS_NORMALIZATIONS = ("sequence", "token")
@@ -17,6 +17,7 @@ DIFFUSION_DEFAULTS = {
     "noise_schedule": "linear",
     "loss_weighting": "elbo",
     "loss_normalization": "sequence",
+    "stop_on_nonfinite": True,
 }
 
 
@@ -46,6 +47,11 @@ class MaskedDiffusionTrainingArguments(TrainingArguments):
             then averaged over sequences. `"token"` (upstream dllm): the batch's weighted sum divided by the batch's
             number of maskable tokens. Both count over the whole accumulated batch (gradient accumulation) and, with
             `average_tokens_across_devices`, across processes.
+        stop_on_nonfinite (`bool`, defaults to `True`):
+            Stop training with an error naming the step when the loss or the gradient norm is NaN or infinite,
+            before the optimizer applies it, so that no NaN model is ever saved. (transformers' own logging hides such
+            losses behind `logging_nan_inf_filter`.) Mixed precision with a gradient scaler skips such steps by
+            design, so only the loss is checked there.
 
     Example:
 
@@ -64,10 +70,14 @@ class MaskedDiffusionTrainingArguments(TrainingArguments):
     loss_normalization: str = field(
         default="sequence", metadata={"help": "sequence (per-sequence mean, Diffutron) or token (per-token, dllm)."}
     )
+    stop_on_nonfinite: bool = field(
+        default=True, metadata={"help": "Stop with an error when the loss or the gradient norm is NaN or infinite."}
+    )
 
     def __post_init__(self) -> None:
         check_number("time_epsilon", self.time_epsilon, "a number in [0, 1)", lambda v: 0 <= v < 1)
         check_choice("noise_schedule", self.noise_schedule, ALPHA_SCHEDULES)
         check_choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
         check_choice("loss_normalization", self.loss_normalization, LOSS_NORMALIZATIONS)
+        check_bool("stop_on_nonfinite", self.stop_on_nonfinite)
         super().__post_init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,10 @@ class DataCollatorForMaskedDiffusion:
 
     Returns a batch with `input_ids` (noised), `attention_mask`, `labels` (the original token where masked, `-100`
     elsewhere), `t` (per row) and `num_maskable` (maskable tokens per row).
+
+    A row's `attention_mask`, when it has one, says which of its tokens are real: padding (mask 0) is never attended,
+    masked nor scored. Rows must not carry `labels` (the collator makes them from the noise) and must hold at least
+    one token; every problem raises a `ValueError` naming the row and the field.
 
     Args:
         tokenizer: supplies the mask and pad ids (it must have a mask token).
@@ -75,6 +80,12 @@ class DataCollatorForMaskedDiffusion:
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty list of rows.")
+        for index, feature in enumerate(features):
+            if "labels" in feature:
+                raise ValueError(
+                    f"Row {index} carries `labels`; the masked diffusion collator makes its own from the noise. "
+                    "Remove the column (`dataset.remove_columns('labels')`)."
+                )
         rows = [self._row(feature, index) for index, feature in enumerate(features)]
         width = max(len(row) for row in rows)
         if self.pad_to_multiple_of:
@@ -111,7 +122,19 @@ class DataCollatorForMaskedDiffusion:
     def _row(self, feature: dict[str, Any], index: int) -> list[int]:
         if "input_ids" not in feature:
             raise ValueError(f"Row {index} has no `input_ids` (keys: {sorted(feature)}). Tokenize the data first.")
-        row = list(feature["input_ids"])
+        row = [int(token) for token in feature["input_ids"]]
+        mask = feature.get("attention_mask")
+        if mask is not None:
+            mask = [int(value) for value in mask]
+            if len(mask) != len(row) or any(value not in (0, 1) for value in mask):
+                raise ValueError(
+                    f"Row {index}: `attention_mask` must hold one 0 or 1 per token ({len(row)} tokens, got {mask})."
+                )
+            if any(later > earlier for earlier, later in pairwise(mask)):
+                raise ValueError(f"Row {index}: `attention_mask` must mark the tokens first, then padding: {mask}.")
+            row = row[: sum(mask)]  # the padding the row carries is dropped; the collator pads the batch itself
+        if not row:
+            raise ValueError(f"Row {index} has no tokens (`input_ids` is empty or all padding).")
         if self.max_length is not None and len(row) > self.max_length:
             if not self.truncate:
                 raise ValueError(
@@ -123,7 +146,12 @@ class DataCollatorForMaskedDiffusion:
 
     def _noise_seed(self, feature: dict[str, Any], index: int) -> int:
         if "sample_id" in feature:
-            key = [self.seed, int(feature["sample_id"]), self.epoch]
+            sample_id = feature["sample_id"]
+            if isinstance(sample_id, bool) or not isinstance(sample_id, int) or sample_id < 0:
+                raise ValueError(
+                    f"Row {index}: `sample_id` must be an integer >= 0 (it keys the noise), got {sample_id!r}."
+                )
+            key = [self.seed, sample_id, self.epoch]
         else:
             key = [self.seed, index, self._calls, self.epoch, 1]
         return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -143,9 +171,18 @@ class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
         self, features: Sequence[dict[str, Any]], input_ids: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor:
         prompt_lengths = []
+        lengths = real.sum(dim=1).tolist()
         for index, feature in enumerate(features):
             if "prompt_length" not in feature:
                 raise ValueError(f"Row {index} has no `prompt_length`; prepare it with `format_instruction_dataset`.")
-            prompt_lengths.append(int(feature["prompt_length"]))
+            prompt_length = feature["prompt_length"]
+            if isinstance(prompt_length, bool) or not isinstance(prompt_length, int):
+                raise ValueError(f"Row {index}: `prompt_length` must be an integer, got {prompt_length!r}.")
+            if not 0 <= prompt_length < lengths[index]:
+                raise ValueError(
+                    f"Row {index}: `prompt_length` is {prompt_length} for a row of {lengths[index]} tokens; it must be "
+                    "in [0, row length) so that the answer has at least one token to learn."
+                )
+            prompt_lengths.append(prompt_length)
         columns = torch.arange(input_ids.shape[1])[None, :]
         return real & (columns >= torch.tensor(prompt_lengths)[:, None])

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE
 from ..generation.scheduling import MaskedDiffusionScheduler
 from .arguments import MaskedDiffusionTrainingArguments, diffusion_setting
+from .checkpoints import (
+    STAGING_DIR,
+    clear_staging,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    publish_checkpoint,
+)
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
+from .inputs import TrainingDivergedError, check_batch, with_sample_ids
 
 logger = logging.get_logger(__name__)
 
@@ -113,7 +124,9 @@ class MaskedDiffusionTrainer(Trainer):
                 and not len(dataset)
             ):
                 raise ValueError(f"`{split}` is empty.")
+            kwargs[split] = with_sample_ids(dataset)
         super().__init__(model=model, args=args, **kwargs)
+        self._staging_checkpoint = False
         if isinstance(collator, DataCollatorForMaskedDiffusion):
             self.add_callback(_NoiseEpochCallback(collator))
         self.scheduler_for_noise = MaskedDiffusionScheduler(schedule=noise_schedule)
@@ -143,6 +156,7 @@ class MaskedDiffusionTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        check_batch(model, inputs)
         labels = inputs["labels"]
         masked = labels != -100
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_mask=masked)
@@ -162,10 +176,76 @@ class MaskedDiffusionTrainer(Trainer):
         loss = numerator / denominator
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # the gradients are averaged across processes
+        if model.training and diffusion_setting(self.args, "stop_on_nonfinite") and not bool(torch.isfinite(loss)):
+            raise TrainingDivergedError(
+                f"The loss is {float(loss)} at step {self.state.global_step + 1} (learning rate "
+                f"{self._get_learning_rate()}): training stopped before the optimizer applied it. Lower the learning "
+                "rate or check the data; `stop_on_nonfinite=False` continues regardless."
+            )
         if model.training:
             rate = masked.sum() / num_maskable.sum().clamp_min(1)
             self._mask_rates.append(float(rate))
         return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ no silent divergence, no half checkpoints
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> float:
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        checked = diffusion_setting(self.args, "stop_on_nonfinite") and self.accelerator.scaler is None
+        if checked and norm is not None and not math.isfinite(float(norm)):
+            raise TrainingDivergedError(
+                f"The gradient norm is {float(norm)} at step {self.state.global_step + 1}: training stopped before the "
+                "optimizer applied it. Lower the learning rate or check the data; `stop_on_nonfinite=False` continues "
+                "regardless."
+            )
+        return norm
+
+    def _get_output_dir(self, trial: Any) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if getattr(self, "_staging_checkpoint", False) else run_dir
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """transformers' checkpoint, written in a staging folder and renamed to `checkpoint-N` once complete."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"checkpoint-{self.state.global_step}"
+        self._staging_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_checkpoint = False
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_checkpoint(os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name))
+            best = self.state.best_model_checkpoint
+            if best and STAGING_DIR in best:
+                self.state.best_model_checkpoint = best.replace(os.path.join(run_dir, STAGING_DIR), run_dir)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """transformers' `train`; `resume_from_checkpoint=True` resumes from the last *complete* checkpoint (an
+        incomplete one, left by a run killed while writing it, is skipped with a warning), and a named checkpoint
+        must be complete."""
+        if resume_from_checkpoint is True:
+            found = last_complete_checkpoint(self.args.output_dir)
+            if found is None:
+                raise ValueError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
+            resume_from_checkpoint = found
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)) and not is_complete_checkpoint(
+            resume_from_checkpoint
+        ):
+            raise ValueError(
+                f"`resume_from_checkpoint`: {resume_from_checkpoint} is not a complete checkpoint (it needs its "
+                "weights and trainer_state.json); pass True to take the last complete one."
+            )
+        if self.args.should_save:
+            clear_staging(self.args.output_dir)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def create_model_card(
         self,
@@ -191,7 +271,6 @@ class MaskedDiffusionTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return
-        import os
 
         from ..model_card import CARD_ARGUMENTS, build_model_card
 

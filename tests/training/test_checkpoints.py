@@ -1,0 +1,65 @@
+"""Checkpoints are complete or absent; resuming skips incomplete ones; a killed run resumes to the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import args, counting_dataset, make_tiny_tokenizer, small_model
+from transformers_mdlm import MaskedDiffusionTrainer
+from transformers_mdlm.training.checkpoints import STAGING_DIR, last_complete_checkpoint
+
+SCRIPT = Path(__file__).with_name("killed_training.py")
+
+
+def _run(output_dir, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, str(SCRIPT), str(output_dir), *extra], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_saving_resumes_to_the_same_weights(tmp_path):
+    whole = _run(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _run(tmp_path / "killed", "--kill-at", "8")
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "killed"
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-4"]  # no half checkpoint-8 in view
+    assert (run_dir / STAGING_DIR / "checkpoint-8" / "model.safetensors").is_file()  # it died mid-save
+    resumed = _run(run_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (run_dir / STAGING_DIR).exists()
+    expected, actual = load_file(tmp_path / "whole" / "final.safetensors"), load_file(run_dir / "final.safetensors")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)  # bit for bit
+
+
+def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog):
+    trainer = MaskedDiffusionTrainer(
+        model=small_model(), train_dataset=counting_dataset(rows=32), processing_class=make_tiny_tokenizer(),
+        args=args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
+    )  # fmt: skip
+    trainer.train()
+    out = tmp_path / "out"
+    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2"}
+    for name in os.listdir(out / "checkpoint-2"):  # what a plain Trainer killed mid-save leaves: config.json only
+        if name != "config.json":
+            os.remove(out / "checkpoint-2" / name)
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-1")
+    assert "Skipping the incomplete checkpoint" in caplog.text
+    with pytest.raises(ValueError, match="is not a complete checkpoint"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    resumed = MaskedDiffusionTrainer(
+        model=small_model(), train_dataset=counting_dataset(rows=32), processing_class=make_tiny_tokenizer(),
+        args=args(tmp_path, max_steps=3, save_strategy="no"),
+    )  # fmt: skip
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3
