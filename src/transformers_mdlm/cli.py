@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -98,6 +99,7 @@ def _load_pipeline(args: argparse.Namespace) -> Any:
         raise ValueError(
             "no embedded default model is installed yet: pass --model (a folder, a Hub id or 'diffutron')."
         )
+    _check_device(args.device)
     return transformers.pipeline("masked-diffusion", model=args.model, device=args.device)
 
 
@@ -109,11 +111,38 @@ def _generator(seed: int | None) -> Any:
     return torch.Generator().manual_seed(seed)
 
 
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device!r} is not a device name (e.g. cpu, cuda, cuda:0, mps): {error}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device; use --device cpu.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here.")
+
+
+def _check_history_path(path: str | None) -> None:
+    """`--save-history` must name a .gif or .html file in an existing folder: checked before generating."""
+    if path is None:
+        return
+    if not path.lower().endswith((".gif", ".html", ".htm")):
+        raise ValueError(f"--save-history {path}: the file must end in .gif or .html.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--save-history {path}: the folder {folder} does not exist.")
+
+
 def run_generate(args: argparse.Namespace) -> int:
     # A line read from a pipe ends in a newline that is not part of the prompt.
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read().rstrip("\r\n")
     if args.system and not args.chat:
         raise SystemExit("mdlm generate: --system needs --chat")
+    _check_history_path(args.save_history)
     pipe = _load_pipeline(args)
     kwargs = _generation_kwargs(args)
     inputs: Any = prompt
@@ -134,17 +163,19 @@ def run_generate(args: argparse.Namespace) -> int:
             record = pipe(inputs, callback_on_step_end=view.callback, **call)[0]
     else:
         record = pipe(inputs, **call)[0]
+    text = record["generated_text"]
+    history = record.pop("history", None)
+    # The answer is printed first: a failure while drawing the history must not lose it.
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    else:
+        print(text[-1]["content"] if isinstance(text, list) else text)
+    sys.stdout.flush()
     if args.save_history:
         from .visualization import render_denoising
 
-        frames = render_denoising(record["history"], args.save_history, mask_token=pipe.tokenizer.mask_token)
+        frames = render_denoising(history, args.save_history, mask_token=pipe.tokenizer.mask_token)
         print(f"wrote {args.save_history} ({frames} frames)", file=sys.stderr)
-    if args.json:
-        record.pop("history", None)
-        print(json.dumps(record, ensure_ascii=False, indent=2))
-    else:
-        text = record["generated_text"]
-        print(text[-1]["content"] if isinstance(text, list) else text)
     return 0
 
 
@@ -256,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, TypeError, OSError) as error:
             print(f"mdlm train: {error}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":
@@ -266,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as error:
         print(f"mdlm {args.command}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, with the shell's status for SIGINT
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

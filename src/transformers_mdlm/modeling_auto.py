@@ -18,7 +18,7 @@ from .modeling_masked_diffusion import (
     RobertaForMaskedDiffusion,
     XLMRobertaForMaskedDiffusion,
 )
-from .presets import resolve_model_name
+from .presets import check_model_reference, resolve_model_name
 
 MODEL_FOR_MASKED_DIFFUSION_MAPPING = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 for _config_class, _model_class in (
@@ -69,6 +69,7 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
         folder has that name.
         """
         if isinstance(pretrained_model_name_or_path, str) and not os.path.isdir(pretrained_model_name_or_path):
+            check_model_reference(pretrained_model_name_or_path)
             pretrained_model_name_or_path = resolve_model_name(pretrained_model_name_or_path)
         hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
         is_trainable = kwargs.pop("is_trainable", False)
@@ -80,7 +81,7 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
             os.path.join(pretrained_model_name_or_path, hub_kwargs.get("subfolder", ""), "config.json")
         )
         if adapter_config_file is None or has_full_weights:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            return _load_naming_the_file(super().from_pretrained, pretrained_model_name_or_path, model_args, kwargs)
 
         from peft import PeftConfig, PeftModel
 
@@ -100,6 +101,27 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
             is_trainable=is_trainable,
             **hub_kwargs,
         )
+
+
+def _load_naming_the_file(load: Any, name_or_path: Any, model_args: tuple, kwargs: dict[str, Any]) -> Any:
+    """Load; a corrupt or truncated weights file (safetensors' own error names no file) becomes an `OSError` that
+    names it."""
+    try:
+        return load(name_or_path, *model_args, **kwargs)
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":
+            raise
+        folder = os.path.join(str(name_or_path), kwargs.get("subfolder", "") or "")
+        files = (
+            sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
+            if os.path.isdir(folder)
+            else []
+        )
+        where = ", ".join(os.path.join(folder, name) for name in files) or str(name_or_path)
+        raise OSError(
+            f"The weights at {where} could not be read ({error}): the file is truncated or corrupt; download or save "
+            "it again."
+        ) from error
 
 
 __all__ = ["MODEL_FOR_MASKED_DIFFUSION_MAPPING", "AutoModelForMaskedDiffusion"]

@@ -77,6 +77,16 @@ def resolve_model_name(name: str) -> str:
     return MODEL_ALIASES.get(name.lower(), name)
 
 
+def check_model_reference(name: str) -> None:
+    """Refuse a name that is meant as a local path (absolute, or starting with `.` or `~`) but does not exist, with a
+    `FileNotFoundError` naming it, instead of the Hub's "Repo id must be in the form ..." for a typo in a path."""
+    if not isinstance(name, str) or name.lower() in MODEL_ALIASES or name.lower() == EMBEDDED_MODEL_ALIAS:
+        return
+    looks_local = name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..") or Path(name).drive != ""
+    if looks_local and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"No model folder at {name!r}: the path does not exist.")
+
+
 def portable_model_name(name_or_path: str | None) -> str | None:
     """The name to record for a base model: the embedded model's alias instead of its folder; others unchanged."""
     if name_or_path is None or default_model_path() is None:
@@ -130,6 +140,7 @@ __all__ = [
     "EMBEDDED_MODEL_ALIAS",
     "GENERATION_PRESETS",
     "MODEL_ALIASES",
+    "check_model_reference",
     "default_model_path",
     "generation_preset",
     "portable_model_name",

@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .jsonl import read_jsonl
+from .jsonl import read_jsonl_lines
 from .likelihood import evidence_bound
 
 
@@ -48,7 +48,52 @@ class MultipleChoiceTask:
         path = Path(data_dir) / f"{self.name}_{split}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"No data for task {self.name!r}: {path} does not exist.")
-        return [self.build(row) for row in read_jsonl(path, limit)]
+        items = []
+        for line, row in read_jsonl_lines(path, limit):
+            try:
+                item = self.build(row)
+            except KeyError as error:
+                raise ValueError(
+                    f"{path}, line {line}: the row has no {error} field (fields: {sorted(row)})."
+                ) from None
+            except (TypeError, ValueError, AttributeError) as error:
+                raise ValueError(f"{path}, line {line}: {error}") from None
+            problem = _item_problem(item)
+            if problem:
+                raise ValueError(f"{path}, line {line}: {problem}")
+            items.append(item)
+        return items
+
+
+def _item_problem(item: MultipleChoiceItem) -> str | None:
+    """What is wrong with an item, in words (`None` when nothing is)."""
+    if not isinstance(item.context, str):
+        return f"`context` must be a string, got {type(item.context).__name__}."
+    if not isinstance(item.choices, list) or len(item.choices) < 2:
+        return f"`choices` must be a list of at least 2 strings, got {item.choices!r}."
+    if not all(isinstance(choice, str) for choice in item.choices):
+        return f"`choices` must hold strings, got {item.choices!r}."
+    if isinstance(item.label, bool) or not isinstance(item.label, int) or not 0 <= item.label < len(item.choices):
+        return f"`label` must be an index into `choices` (0 to {len(item.choices) - 1}), got {item.label!r}."
+    return None
+
+
+def _label(value: Any) -> int:
+    """A label as an int; a string of digits is accepted, anything else (e.g. "A") is an error naming the field."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, str))
+        or (isinstance(value, str) and not value.isdigit())
+    ):
+        raise ValueError(f"`label` must be an integer index, got {value!r}.")
+    return int(value)
+
+
+def _choices(value: Any) -> list[str]:
+    """A list of choices; a string (which `list()` would split into characters) is an error naming the field."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"`choices` must be a list of strings, got {type(value).__name__} {value!r}.")
+    return list(value)
 
 
 def _lower_first(text: str) -> str:
@@ -63,20 +108,20 @@ def _xcopa_item(row: dict[str, Any]) -> MultipleChoiceItem:
     return MultipleChoiceItem(
         context=f"{premise} {connector}",
         choices=[" " + _lower_first(row["choice1"]), " " + _lower_first(row["choice2"])],
-        label=int(row["label"]),
+        label=_label(row["label"]),
     )
 
 
 def _exams_item(row: dict[str, Any]) -> MultipleChoiceItem:
     return MultipleChoiceItem(
         context=f"Soru: {row['question'].strip()}\nCevap:",
-        choices=[" " + choice.strip() for choice in row["choices"]],
-        label=int(row["label"]),
+        choices=[" " + choice.strip() for choice in _choices(row["choices"])],
+        label=_label(row["label"]),
     )
 
 
 def _generic_item(row: dict[str, Any]) -> MultipleChoiceItem:
-    return MultipleChoiceItem(context=row["context"], choices=list(row["choices"]), label=int(row["label"]))
+    return MultipleChoiceItem(context=row["context"], choices=_choices(row["choices"]), label=_label(row["label"]))
 
 
 MULTIPLE_CHOICE_TASKS: dict[str, MultipleChoiceTask] = {
@@ -189,14 +234,29 @@ def load_xquad(data_dir: str | Path, split: str = "validation", limit: int | Non
     path = Path(data_dir) / f"xquad_tr_{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"No data for task 'xquad_tr': {path} does not exist.")
-    return read_jsonl(path, limit)
+    rows = []
+    for line, row in read_jsonl_lines(path, limit):
+        missing = [field for field in ("context", "question", "answers") if field not in row]
+        if missing:
+            raise ValueError(
+                f"{path}, line {line}: the row has no {', '.join(missing)} field (fields: {sorted(row)})."
+            )
+        if not xquad_answers(row):
+            raise ValueError(f"{path}, line {line}: `answers` holds no answer text, got {row['answers']!r}.")
+        rows.append(row)
+    return rows
 
 
 def xquad_answers(row: dict[str, Any]) -> list[str]:
+    """The answer texts of an XQuAD row: `{"text": [...]}` (the Hub's layout), a list of strings or of `{"text"}`."""
     answers = row["answers"]
     if isinstance(answers, dict):
-        return list(answers.get("text", []))
-    return [a["text"] if isinstance(a, dict) else str(a) for a in answers]
+        answers = answers.get("text", [])
+    if isinstance(answers, str):
+        return [answers]
+    if not isinstance(answers, (list, tuple)):
+        raise TypeError(f"`answers` must be a list or a {{'text': [...]}} dict, got {answers!r}.")
+    return [a.get("text", "") if isinstance(a, dict) else str(a) for a in answers if a]
 
 
 def score_xquad(

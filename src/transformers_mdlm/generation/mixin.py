@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
 from ..onednn_linear import onednn_linear_mode
 from .canvas import Canvas, generation_canvas, infilling_canvas
@@ -28,6 +29,8 @@ from .inputs import (
 from .outputs import MaskedDiffusionGenerationOutput
 from .scheduling import MaskedDiffusionScheduler
 from .stopping import StopStringMatcher, pad_after_eos
+
+logger = logging.get_logger(__name__)
 
 
 class MaskedDiffusionGenerationMixin:
@@ -194,6 +197,8 @@ class MaskedDiffusionGenerationMixin:
 
         ```
         """
+        if kwargs.get("max_new_tokens") is not None:
+            logger.warning("`infill` adds no tokens: `max_new_tokens` does not apply and is ignored.")
         config = self._prepare_generation_config(generation_config, tokenizer, kwargs)
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, None)

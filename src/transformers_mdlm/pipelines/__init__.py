@@ -9,7 +9,7 @@ import transformers
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..modeling_auto import AutoModelForMaskedDiffusion
-from ..presets import default_model_path, resolve_model_name
+from ..presets import check_model_reference, default_model_path, resolve_model_name
 from .masked_diffusion import MaskedDiffusionPipeline
 
 TASK = "masked-diffusion"
@@ -46,6 +46,7 @@ def register_pipeline() -> None:
                         "a local folder, or a model instance with its tokenizer."
                     )
             elif isinstance(model, str):
+                check_model_reference(model)
                 model = resolve_model_name(model)
         return original(task, model, *args, **kwargs)
 

@@ -65,6 +65,14 @@ class MaskedDiffusionPipeline(Pipeline):
     _load_tokenizer = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        model = args[0] if args else kwargs.get("model")
+        generation_config = getattr(model, "generation_config", None)
+        if not isinstance(generation_config, MaskedDiffusionGenerationConfig):
+            raise TypeError(
+                "The masked-diffusion pipeline needs a model loaded with `AutoModelForMaskedDiffusion` (or one of its "
+                f"classes), got {type(model).__name__}; masked-LM architectures it supports: ModernBERT/mmBERT, BERT, "
+                "RoBERTa, XLM-RoBERTa, DistilBERT."
+            )
         # Generation settings given at construction apply to every call (a call's own settings override them).
         known = {*MaskedDiffusionGenerationConfig.parameter_names(), "generation_config"}
         self._default_generate_kwargs = {key: value for key, value in kwargs.items() if key in known}
@@ -74,12 +82,6 @@ class MaskedDiffusionPipeline(Pipeline):
         if self.tokenizer.mask_token_id is None:
             raise ValueError(
                 f"The tokenizer {type(self.tokenizer).__name__} has no mask token; masked diffusion needs one."
-            )
-        generation_config = getattr(self.model, "generation_config", None)
-        if not isinstance(generation_config, MaskedDiffusionGenerationConfig):
-            raise TypeError(
-                "The masked-diffusion pipeline needs a model loaded with `AutoModelForMaskedDiffusion` (or one of its "
-                f"classes), got {type(self.model).__name__}."
             )
         generation_config.fill_special_token_ids(self.tokenizer)
 
