@@ -247,8 +247,12 @@ def test_a_tiny_model_learns_to_continue_a_counting_language(tmp_path):
     assert correct() >= 36  # greedy generate continues the count (40/40 seen on this CPU)
 
 
-def test_resuming_from_a_checkpoint_ends_with_the_same_weights(tmp_path):
+@pytest.mark.parametrize("keyed", ["sample_id column", "plain dataset"])
+def test_resuming_from_a_checkpoint_ends_with_the_same_weights(tmp_path, keyed):
+    """Bit for bit, also for a plain `Dataset` of `input_ids` (the trainer keys the noise by each row's index)."""
     data = counting_dataset(rows=64)
+    if keyed == "plain dataset":
+        data = Dataset.from_dict({"input_ids": data["input_ids"]})
 
     def run(output_dir, resume=None, max_steps=12):
         model = small_model(seed=1, embedding_dropout=0.1, mlp_dropout=0.1, attention_dropout=0.1)

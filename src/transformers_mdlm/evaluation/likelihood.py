@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..validation import check_int, check_token_ids
+
 
 @dataclass
 class EvidenceBound:
@@ -87,8 +89,8 @@ def evidence_bound(
     Returns:
         One [`EvidenceBound`] per sequence (0 nats for a sequence with nothing to score).
     """
-    if num_samples < 2:
-        raise ValueError(f"`num_samples` must be >= 2 (the standard error needs two draws), got {num_samples}.")
+    check_int("num_samples", num_samples, minimum=2)  # the standard error needs two draws
+    check_int("batch_size", batch_size, minimum=1)
     if mask_token_id is None:
         mask_token_id = model.generation_config.mask_token_id
     if mask_token_id is None:
@@ -96,6 +98,7 @@ def evidence_bound(
     contexts = list(context_lengths) if context_lengths is not None else [0] * len(sequences)
     if len(contexts) != len(sequences):
         raise ValueError("`context_lengths` must have one entry per sequence.")
+    _check_sequences(model, sequences, contexts)
     device = next(model.parameters()).device
     results = []
     for tokens, context in zip(sequences, contexts, strict=True):
@@ -121,6 +124,22 @@ def evidence_bound(
         error = float(estimates.std(unbiased=True) / math.sqrt(num_samples))
         results.append(EvidenceBound(mean, error, length, num_samples))
     return results
+
+
+def _check_sequences(model: torch.nn.Module, sequences: Sequence[Sequence[int]], contexts: list[int]) -> None:
+    """Every sequence fits the model: token ids in its vocabulary, no longer than its positions, a valid context."""
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    limit = model.max_sequence_length() if hasattr(model, "max_sequence_length") else None
+    for index, (tokens, context) in enumerate(zip(sequences, contexts, strict=True)):
+        tokens = list(tokens)
+        check_token_ids(f"sequences[{index}]", tokens, vocab_size)
+        if limit is not None and len(tokens) > limit:
+            raise ValueError(
+                f"`sequences[{index}]` has {len(tokens)} tokens, more than the model's {limit} positions; score it in "
+                "windows (`corpus_evidence_bound` does) or cut its context."
+            )
+        if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context <= len(tokens):
+            raise ValueError(f"`context_lengths[{index}]` must be in [0, {len(tokens)}], got {context!r}.")
 
 
 @dataclass

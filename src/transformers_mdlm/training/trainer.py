@@ -178,7 +178,7 @@ class MaskedDiffusionTrainer(Trainer):
             loss = loss * self.accelerator.num_processes  # the gradients are averaged across processes
         if model.training and diffusion_setting(self.args, "stop_on_nonfinite") and not bool(torch.isfinite(loss)):
             raise TrainingDivergedError(
-                f"The loss is {float(loss)} at step {self.state.global_step + 1} (learning rate "
+                f"The loss is {float(loss.detach())} at step {self.state.global_step + 1} (learning rate "
                 f"{self._get_learning_rate()}): training stopped before the optimizer applied it. Lower the learning "
                 "rate or check the data; `stop_on_nonfinite=False` continues regardless."
             )
