@@ -82,3 +82,24 @@ def test_cpu_float32_decoding_uses_the_kernel_and_others_do_not(kernel_calls):
     model.to(torch.bfloat16).generate(ids, max_new_tokens=8, steps=8, block_length=4)
     assert kernel_calls == []
     assert isinstance(onednn_linear_mode(model), type(onednn_linear_mode(nn.Identity())))  # both no-op contexts
+
+
+def test_deterministic_mode_decodes_with_pytorchs_own_kernels(kernel_calls):
+    """Under `torch.use_deterministic_algorithms(True)` nothing is substituted, and greedy tokens equal the
+    authors' loop (which runs PyTorch's kernels) bit for bit."""
+    from conftest import EOS, MASK
+    from reference_sampler import reference_generate
+
+    model = build_model(modernbert_config())
+    prompt = [10, 11, 12, 13]
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
+    expected = reference_generate(model, [prompt], mask_id=MASK, eos_id=EOS, **settings)[0, 4:20].tolist()
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = model.generate(torch.tensor([prompt]), output_history=True, **settings)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert kernel_calls == []
+    assert out.history[-1][0, 4:].tolist() == expected
+    model.generate(torch.tensor([prompt]), **settings)
+    assert kernel_calls  # outside the switch, float32 CPU decoding does take the oneDNN route
