@@ -86,3 +86,12 @@ def test_tokens_after_eos_come_back_as_padding(fresh_modernbert):
     new = out[0, 2:].tolist()
     assert EOS in new
     assert new[new.index(EOS) + 1 :] == [PAD] * (len(new) - new.index(EOS) - 1)
+
+
+def test_generate_takes_a_bert_tokenizers_output(tiny_modernbert):
+    """`model.generate(**tokenizer(text, return_tensors="pt"))`: zero segment ids are accepted, as transformers does."""
+    ids = torch.tensor([[10, 11, 12]])
+    encoded = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    assert torch.equal(tiny_modernbert.generate(**encoded, **SHORT), tiny_modernbert.generate(ids, **SHORT))
+    with pytest.raises(ValueError, match="`token_type_ids` other than 0"):
+        tiny_modernbert.generate(**{**encoded, "token_type_ids": torch.ones_like(ids)}, **SHORT)

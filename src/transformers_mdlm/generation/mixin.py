@@ -217,6 +217,10 @@ class MaskedDiffusionGenerationMixin:
     def _prepare_generation_config(
         self, generation_config: MaskedDiffusionGenerationConfig | None, tokenizer: Any | None, kwargs: dict[str, Any]
     ) -> MaskedDiffusionGenerationConfig:
+        # `model.generate(**tokenizer(text, return_tensors="pt"))` passes a BERT tokenizer's segment ids too.
+        token_type_ids = kwargs.pop("token_type_ids", None)
+        if token_type_ids is not None and bool((torch.as_tensor(token_type_ids) != 0).any()):
+            raise ValueError("`token_type_ids` other than 0 have no place in masked diffusion decoding; drop them.")
         base = generation_config if generation_config is not None else self.generation_config
         return prepare_generation_config(
             base,
