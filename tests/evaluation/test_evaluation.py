@@ -170,23 +170,7 @@ def test_lm_eval_adapter_on_a_local_task(counting_model, tmp_path):
 
     import transformers_mdlm.evaluation.lm_eval_adapter  # noqa: F401  (registers "mdlm")
 
-    rows = []
-    for start in range(6):
-        context = [20 + (start + i) % 40 for i in range(6)]
-        right = [20 + (start + 6 + i) % 40 for i in range(2)]
-        rows.append({"context": _words(context), "choices": [_words(right), "w80 w81"], "label": 0})
-    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (tmp_path / "counting.yaml").write_text(
-        "task: counting_mc\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'data.jsonl'}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        "doc_to_text: '{{context}}'\n"
-        "doc_to_choice: '{{choices}}'\n"
-        "doc_to_target: label\n"
-        "metric_list:\n  - metric: acc\n"
-    )
+    _counting_task_files(tmp_path)
     results = lm_eval.simple_evaluate(
         model="mdlm", model_args=f"pretrained={counting_model},num_samples=8", tasks=["counting_mc"],
         task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
