@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", nargs="*", help="the prompt (read from standard input when absent)")
     generate.add_argument("--chat", action="store_true", help="send the prompt as one user turn of a conversation")
     generate.add_argument("--system", help="system message (with --chat)")
+    generate.add_argument(
+        "--input", help="generate for every row of a .jsonl/.txt file or a dataset (with --output); torchrun-able"
+    )
+    generate.add_argument("--column", default="text", help="--input's column holding the prompts (default: text)")
+    generate.add_argument("--id-column", help="--input's column of row ids (default: the row index)")
+    generate.add_argument("--output", help="--input's results, one JSON line per row, in input order")
+    generate.add_argument("--batch-size", type=int, default=8, help="rows per batch with --input")
     generate.add_argument("--live", action="store_true", help="show the canvas denoising live (on stderr)")
     generate.add_argument("--json", action="store_true", help="print the pipeline's output as JSON")
     generate.add_argument("--save-history", metavar="PATH", help="write the denoising as a .gif or .html file")
@@ -137,7 +144,32 @@ def _check_history_path(path: str | None) -> None:
         raise FileNotFoundError(f"--save-history {path}: the folder {folder} does not exist.")
 
 
+def run_generate_dataset(args: argparse.Namespace) -> int:
+    """`mdlm generate --input DATA --output OUT.jsonl`: every row, sharded over `torchrun`'s processes, resumable."""
+    from .batch_generation import generate_dataset
+
+    if args.prompt or args.chat or args.save_history or args.live:
+        raise ValueError("--input takes no prompt and no --chat, --save-history or --live.")
+    if not args.output:
+        raise ValueError("--input needs --output (a .jsonl file).")
+    if args.device is None:  # under torchrun, each process on its own device (its GPU, or the CPU)
+        from .batch_generation import process_state
+
+        args.device = str(process_state().device)
+    pipe = _load_pipeline(args)
+    summary = generate_dataset(
+        pipe, args.input, args.output, column=args.column, id_column=args.id_column, batch_size=args.batch_size,
+        generator=_generator(args.seed), return_full_text=False, **_generation_kwargs(args),
+    )  # fmt: skip
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
 def run_generate(args: argparse.Namespace) -> int:
+    if args.input is not None:
+        return run_generate_dataset(args)
+    if args.output is not None:
+        raise ValueError("--output goes with --input (generation over a dataset).")
     # A line read from a pipe ends in a newline that is not part of the prompt.
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read().rstrip("\r\n")
     if args.system and not args.chat:
