@@ -1,4 +1,10 @@
-"""Run by `torchrun --nproc_per_node 2` from test_distributed.py: train a tiny model on two CPU processes (gloo)."""
+"""Run by test_distributed.py: train a tiny model, under `torchrun --nproc_per_node 2` or as one process.
+
+    python distributed_train.py OUTPUT_DIR PER_DEVICE_BATCH
+
+No distributed flags are given: the arguments find the backend themselves (gloo on a machine without CUDA). Each
+process records the sample ids it was fed; the main process saves the final weights.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +13,45 @@ import os
 import sys
 
 import torch
-import torch.distributed as dist
+from safetensors.torch import save_file
 
 sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]  # this folder and tests/
 from conftest import counting_dataset, make_tiny_tokenizer, small_model  # noqa: E402
 from transformers_mdlm import MaskedDiffusionTrainer, MaskedDiffusionTrainingArguments  # noqa: E402
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, per_device_batch: int) -> None:
     torch.set_num_threads(1)
     model = small_model()
     args = MaskedDiffusionTrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=8, max_steps=20, learning_rate=3e-3, report_to=[],
-        save_strategy="no", seed=0, use_cpu=True, ddp_backend="gloo", logging_steps=5, disable_tqdm=True,
+        output_dir=output_dir, per_device_train_batch_size=per_device_batch, max_steps=6, learning_rate=3e-3,
+        report_to=[], save_strategy="no", seed=0, logging_steps=1, disable_tqdm=True,
     )  # fmt: skip
     trainer = MaskedDiffusionTrainer(
         model=model, args=args, train_dataset=counting_dataset(rows=640), processing_class=make_tiny_tokenizer()
     )
+    seen: list[int] = []
+    collate = trainer.data_collator
+
+    def recording(features):
+        seen.extend(int(feature["sample_id"]) for feature in features)
+        return collate(features)
+
+    trainer.data_collator = recording
     result = trainer.train()
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-    rank = dist.get_rank() if dist.is_initialized() else 0
     report = {
-        "rank": rank,
+        "rank": args.process_index,
         "world_size": args.world_size,
-        "checksum": float(flat.double().sum()),
-        "first": flat[:5].tolist(),
+        "parallel_mode": str(args.parallel_mode),
+        "seen": seen,
         "loss": result.training_loss,
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
     }
-    with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
+    with open(os.path.join(output_dir, f"rank{args.process_index}.json"), "w") as handle:
         json.dump(report, handle)
+    if trainer.is_world_process_zero():
+        weights = {name: p.detach().contiguous() for name, p in model.named_parameters()}
+        save_file(weights, os.path.join(output_dir, "final.safetensors"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from ..generation.configuration import ALPHA_SCHEDULES
@@ -80,4 +82,10 @@ class MaskedDiffusionTrainingArguments(TrainingArguments):
         check_choice("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
         check_choice("loss_normalization", self.loss_normalization, LOSS_NORMALIZATIONS)
         check_bool("stop_on_nonfinite", self.stop_on_nonfinite)
+        launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched_processes > 1 and not torch.cuda.is_available() and not self.use_cpu:
+            # Under torchrun/accelerate launch on a machine without CUDA, transformers would train each process alone
+            # on all the data; the distributed run it was launched for needs the CPU backend.
+            self.use_cpu = True
+            self.ddp_backend = self.ddp_backend or "gloo"
         super().__post_init__()
