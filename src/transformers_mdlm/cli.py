@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
+    demo = commands.add_parser("demo", help="serve a Gradio app: chat with live denoising, fill in blanks")
+    demo.add_argument("--model", help="model folder, Hub id or alias (default: the embedded model)")
+    demo.add_argument("--device", default=None, help="device, e.g. cpu or cuda:0")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+
     generate = commands.add_parser("generate", help="generate once, from arguments or standard input")
     generate.add_argument("prompt", nargs="*", help="the prompt (read from standard input when absent)")
     generate.add_argument("--chat", action="store_true", help="send the prompt as one user turn of a conversation")
@@ -268,6 +275,17 @@ def run_train(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:  # gradio is the optional `demo` extra
+        raise ValueError("the demo needs gradio: pip install 'transformers-mdlm[demo]'")
+    from .demo import build_demo
+
+    build_demo(_load_pipeline(args)).launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Run the tasks; every finished task is kept (also in `--output`, rewritten after each task). Exit status 1 when
     a task failed (its entry holds the error), 0 otherwise."""
@@ -328,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_generate(args)
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "demo":
+            return run_demo(args)
         return run_chat(args)
     except (ValueError, TypeError, OSError) as error:
         print(f"mdlm {args.command}: {error}", file=sys.stderr)
