@@ -14,7 +14,6 @@ import pytest
 from transformers import pipeline
 
 from transformers_mdlm.batch_generation import generate_dataset
-from transformers_mdlm.cli import main
 
 SETTINGS = dict(max_new_tokens=6, steps=3, block_length=6)
 CLI_SETTINGS = ["--max-new-tokens", "6", "--steps", "3", "--block-length", "6"]
@@ -68,6 +67,16 @@ def test_a_rerun_skips_written_rows_and_redoes_a_cut_line(pipe, tmp_path):
     assert generate_dataset(pipe, source, tmp_path / "out.jsonl", **kwargs)["generated"] == 0  # all done already
 
 
+ENV = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def _run(arguments):
+    """One process with one thread, as each torchrun process has: the same arithmetic, so the same tokens."""
+    command = [sys.executable, "-m", "transformers_mdlm.cli", *arguments]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def _cli(model_dir, source, output, *extra):
     return ["generate", "--model", str(model_dir), "--input", str(source), "--column", "prompt", "--id-column",
             "key", "--output", str(output), "--batch-size", "4", *CLI_SETTINGS, *extra]  # fmt: skip
@@ -76,11 +85,10 @@ def _cli(model_dir, source, output, *extra):
 @pytest.mark.slow
 def test_two_processes_give_the_one_process_file(tiny_model_dir, tmp_path):
     source = _write_input(tmp_path / "in.jsonl", 21)
-    assert main(_cli(tiny_model_dir, source, tmp_path / "one.jsonl")) == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    _run(_cli(tiny_model_dir, source, tmp_path / "one.jsonl"))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m",
                "transformers_mdlm.cli", *_cli(tiny_model_dir, source, tmp_path / "two.jsonl")]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     # Each process prints its summary; the two may share a line of the merged stderr.
     generated = sorted(int(n) for n in re.findall(r'"generated": (\d+)', result.stderr))
@@ -92,9 +100,8 @@ def test_two_processes_give_the_one_process_file(tiny_model_dir, tmp_path):
 def test_a_killed_run_resumes_to_the_same_file(tiny_model_dir, tmp_path):
     source = _write_input(tmp_path / "in.jsonl", 1500)
     output = tmp_path / "out.jsonl"
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     command = [sys.executable, "-m", "transformers_mdlm.cli", *_cli(tiny_model_dir, source, output)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part = tmp_path / "out.jsonl.part-0"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not part.exists() or part.read_text().count("\n") < 8):
@@ -103,6 +110,6 @@ def test_a_killed_run_resumes_to_the_same_file(tiny_model_dir, tmp_path):
     assert process.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished
     written = part.read_text().count("\n")
     assert 8 <= written < 1500 and not output.exists()
-    assert main(_cli(tiny_model_dir, source, output)) == 0
-    assert main(_cli(tiny_model_dir, source, tmp_path / "whole.jsonl")) == 0
+    _run(_cli(tiny_model_dir, source, output))
+    _run(_cli(tiny_model_dir, source, tmp_path / "whole.jsonl"))
     assert output.read_text() == (tmp_path / "whole.jsonl").read_text()
