@@ -76,10 +76,6 @@ def _usage_snippet(card_text: str) -> str:
 
 @pytest.mark.parametrize("which", ["embedded", "local folder"])
 def test_the_cards_usage_snippet_runs_as_written(tiny_model_dir, tmp_path, which):
-    import os
-    import subprocess
-    import sys
-
     from transformers_mdlm.presets import DEFAULT_MODEL_DIR
 
     if which == "embedded":
@@ -95,10 +91,8 @@ def test_the_cards_usage_snippet_runs_as_written(tiny_model_dir, tmp_path, which
     snippet = _usage_snippet(text)
     assert "pipeline(" in snippet
     lines = snippet.strip().splitlines()
-    code = "\n".join([*lines[:-1], "result = " + lines[-1], "print(result)"])  # run as written, show the answer
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "generated_text" in result.stdout
+    namespace: dict = {}
+    exec("\n".join([*lines[:-1], "result = " + lines[-1]]), namespace)  # the snippet as written
+    assert isinstance(namespace["result"], list) and "generated_text" in namespace["result"][0]
     metadata = text.split("---\n")[1]
     assert "library_name: transformers-mdlm" in metadata and "library_name: transformers\n" not in metadata

@@ -24,12 +24,12 @@ from conftest import args, make_tiny_tokenizer, small_model  # noqa: E402
 from transformers_mdlm import MaskedDiffusionTrainer  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("--kill-at", type=int)
     parser.add_argument("--resume", action="store_true")
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = torch.randint(20, 60, (48, 12), generator=torch.Generator().manual_seed(0)).tolist()
     data = Dataset.from_dict({"input_ids": rows})  # a plain dataset: no sample ids of its own
