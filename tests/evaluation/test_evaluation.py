@@ -163,21 +163,6 @@ def test_mdlm_eval_bad_input(counting_model, tmp_path, capsys):
     assert "text_file" in capsys.readouterr().err
 
 
-def test_lm_eval_adapter_on_a_local_task(counting_model, tmp_path):
-    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    import transformers_mdlm.evaluation.lm_eval_adapter  # noqa: F401  (registers "mdlm")
-
-    _counting_task_files(tmp_path)
-    results = lm_eval.simple_evaluate(
-        model="mdlm", model_args=f"pretrained={counting_model},num_samples=8", tasks=["counting_mc"],
-        task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
-    )  # fmt: skip
-    assert results["results"]["counting_mc"]["acc,none"] == 1.0
-
-
 def _counting_task_files(folder):
     rows = []
     for start in range(6):
@@ -230,6 +215,7 @@ def test_mdlm_eval_checks_its_arguments_before_any_work(counting_model, tmp_path
 
 
 def test_mdlm_lm_eval_runs_lm_evals_command_line_with_the_model_registered(counting_model, tmp_path, capsys):
+    """The adapter end to end: lm-eval's own command line, a local multiple-choice task, the `mdlm` model."""
     pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
     _counting_task_files(tmp_path)
     code = main(["lm-eval", "run", "--model", "mdlm", "--model_args", f"pretrained={counting_model}", "num_samples=8",

@@ -56,8 +56,8 @@ def test_a_browser_chats_and_sees_the_answer_denoise(tmp_path):
     from transformers_mdlm.demo import build_demo
 
     pipe = pipeline("masked-diffusion")  # the embedded model
-    pipe.model.generation_config.update(steps=96, block_length=32)  # slow enough to see the canvas change
-    expected = pipe([{"role": "user", "content": QUESTION}], return_full_text=False, steps=96, max_new_tokens=96,
+    pipe.model.generation_config.update(steps=64, block_length=32)  # slow enough to see the canvas change
+    expected = pipe([{"role": "user", "content": QUESTION}], return_full_text=False, steps=64, max_new_tokens=64,
                     block_length=32)[0]["generated_text"]  # fmt: skip
     port = _free_port()
     demo = build_demo(pipe)
