@@ -96,6 +96,7 @@ def generate_dataset(
     rows = load_rows(source, column, id_column)
     state = process_state()
     done = _written_ids(output)
+    state.wait_for_everyone()  # every process reads what earlier runs wrote before any process writes anew
     pending = [index for index, row in enumerate(rows) if json.dumps(row["id"]) not in done]
     generated = 0
     with state.split_between_processes(pending) as shard:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -94,13 +93,15 @@ def test_two_processes_and_a_killed_run_give_the_one_process_file(tiny_model_dir
     _run(_cli(tiny_model_dir, source, tmp_path / "one.jsonl"))
     one = (tmp_path / "one.jsonl").read_text()
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m",
-               "transformers_mdlm.cli", *_cli(tiny_model_dir, source, tmp_path / "two.jsonl")]  # fmt: skip
+    logs = tmp_path / "logs"  # one log per process, so that their summaries do not interleave
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "--log-dir",
+               str(logs), "--redirects", "3", "-m", "transformers_mdlm.cli",
+               *_cli(tiny_model_dir, source, tmp_path / "two.jsonl")]  # fmt: skip
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    # Each process prints its summary; the two may share a line of the merged stderr.
-    generated = sorted(int(n) for n in re.findall(r'"generated": (\d+)', result.stderr))
-    assert generated == [120, 120]  # each process did its share
+    summaries = [json.loads(line) for log in logs.rglob("stderr.log") for line in log.read_text().splitlines()
+                 if line.startswith('{"rows"')]  # fmt: skip
+    assert sorted(summary["generated"] for summary in summaries) == [120, 120]  # each process did its share
     assert (tmp_path / "two.jsonl").read_text() == one
 
     output = tmp_path / "killed.jsonl"

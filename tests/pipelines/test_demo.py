@@ -86,9 +86,28 @@ def test_a_browser_chats_and_sees_the_answer_denoise(tmp_path):
         screenshot = tmp_path / "demo.png"
         assert browser.save_screenshot(str(screenshot))
         assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+
+        # The infilling tab fills the example's blank.
+        tabs = browser.find_elements(By.XPATH, "//button[contains(., 'Fill in the blanks')]")
+        next(tab for tab in tabs if tab.is_displayed()).click()
+        _wait_for(lambda: _visible(browser.find_element(By.CSS_SELECTOR, "#mdlm-fill"))).click()
+        filled = pipe(f"Ankara Türkiye'nin {pipe.tokenizer.mask_token} şehridir.", steps=64, block_length=32)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shown = browser.find_element(By.CSS_SELECTOR, "#mdlm-infill-canvas").text
+            if filled[0]["generated_text"] in shown:
+                break
+            time.sleep(0.1)
+        assert filled[0]["generated_text"] in shown and "<mask>" not in shown
     finally:
         browser.quit()
         demo.close()
+
+
+def _visible(element):
+    if not element.is_displayed():
+        raise LookupError("not displayed yet")
+    return element
 
 
 def _wait_for(find, seconds: float = 30):
