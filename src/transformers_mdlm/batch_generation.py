@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from .file_utils import atomic_write_text
 from .validation import check_int
 
 
@@ -186,10 +186,7 @@ def _merge(rows: Sequence[dict[str, Any]], output: Path) -> None:
         for record in _read_records(part):
             by_id.setdefault(json.dumps(record["id"]), record)
     ordered = [by_id[json.dumps(row["id"])] for row in rows if json.dumps(row["id"]) in by_id]
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in ordered)
-    os.replace(temporary, output)
+    atomic_write_text(output, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in ordered))
     if len(ordered) == len(rows):
         for part in _parts(output):
             part.unlink()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..file_utils import atomic_write_text
 from ..validation import check_int
 from .likelihood import corpus_evidence_bound
 from .tasks import (
@@ -83,7 +83,7 @@ def evaluate_model(
         report["config"] = _config(model, tasks, split, data_dir, text_file, limit, num_samples, seed, generation,
                                    timings)  # fmt: skip
         if output is not None:
-            _write_atomically(Path(output), report)
+            atomic_write_text(output, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     return report
 
 
@@ -126,14 +126,6 @@ def _check_arguments(tasks: Any, limit: Any, num_samples: Any, output: Any) -> l
         if not os.access(folder, os.W_OK):
             raise PermissionError(f"`output`: the folder {folder} is not writable.")
     return tasks
-
-
-def _write_atomically(path: Path, document: dict[str, Any]) -> None:
-    """Write JSON next to `path` and rename it into place: a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def _config(

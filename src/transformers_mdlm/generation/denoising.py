@@ -187,7 +187,7 @@ class _Denoiser:
     def step(self, plan: BlockPlan, step: int) -> bool:
         """One denoising step; `False` when the block has nothing left to do."""
         x, mask_id = self.x, self.config.mask_token_id
-        candidates = (x == mask_id) & self.canvas.real & plan.in_window
+        candidates = (x == mask_id) & plan.in_window  # the window holds only the rows' own positions
         if not bool(candidates.any()):
             return False
         if plan.schedule is None:
