@@ -93,9 +93,7 @@ def denoise(
     and values outside the block (the caller switches the model's attention to the cache's; see `dual_cache`). With
     `stop_strings`, a row whose decoded region holds one after a block takes no more passes.
     """
-    denoiser = _Denoiser(model, canvas, config, scheduler, hooks or StepHooks(), generator, cache)
-    denoiser.stop_strings = stop_strings
-    return denoiser.run()
+    return _Denoiser(model, canvas, config, scheduler, hooks or StepHooks(), generator, cache, stop_strings).run()
 
 
 class _Denoiser:
@@ -110,9 +108,10 @@ class _Denoiser:
         hooks: StepHooks,
         generator: torch.Generator | None,
         cache: DualCache | None,
+        stop_strings: StopStringMatcher | None = None,
     ) -> None:
         self.model, self.canvas, self.config, self.scheduler = model, canvas, config, scheduler
-        self.hooks, self.generator, self.cache = hooks, generator, cache
+        self.hooks, self.generator, self.cache, self.stop_strings = hooks, generator, cache, stop_strings
         self.x = canvas.tokens.clone()
         batch, width = self.x.shape
         device = self.x.device
@@ -129,7 +128,6 @@ class _Denoiser:
         self.threshold_mode = scheduler.config.confidence_threshold is not None
         self.nfe = 0
         self.history = [canvas.to_output(self.x)] if hooks.keep_history else None
-        self.stop_strings: StopStringMatcher | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -155,7 +153,7 @@ class _Denoiser:
         in_block = (columns >= start[:, None]) & (columns < end[:, None]) & canvas.real
         window_start = torch.zeros_like(start) if canvas.candidates_from_start else start
         in_window = (columns >= window_start[:, None]) & (columns < end[:, None]) & canvas.real
-        competing = self._budget(in_block, start)
+        competing = self._budget(in_block)
         if self.threshold_mode:  # every step commits at least one competing position of each active row
             schedule, num_steps = None, int(competing.max())
         else:
@@ -169,7 +167,7 @@ class _Denoiser:
             query_positions = _repeat_last(pack_to_front(selected), selected.sum(dim=1))
         return BlockPlan(block, start, end, in_window, schedule, num_steps, query_positions)
 
-    def _budget(self, in_block: torch.BoolTensor, block_start: torch.LongTensor) -> torch.LongTensor:
+    def _budget(self, in_block: torch.BoolTensor) -> torch.LongTensor:
         """How many tokens a block commits: its masks, plus any mask still inside the prompt.
 
         The reference counts the block's masks only, although prompt masks compete too, and so leaves masks in the
@@ -181,7 +179,6 @@ class _Denoiser:
         if self.canvas.candidates_from_start:
             in_prompt = (self.columns[None, :] < self.canvas.region_start[:, None]) & self.canvas.real
             budget = budget + (masked & in_prompt).sum(dim=1)
-        del block_start
         return budget.masked_fill(self.finished, 0)
 
     def step(self, plan: BlockPlan, step: int) -> bool:
