@@ -47,7 +47,7 @@ GENERATION_SETTINGS = {
     "authors-defaults": {"max_new_tokens": 128, "steps": 128, "block_length": 128, "repetition_penalty": 1.2},
 }
 #: The reference loop has no EOS stop and is greedy here; so is this package, whatever the model's defaults.
-SAME_AS_REFERENCE = {"stop_on_eos": False, "temperature": 0.0}
+SAME_AS_REFERENCE = {"stop_on_eos": False, "stop_strings": None, "temperature": 0.0}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TURKISH_PROMPTS = [
     "Türkiye'nin başkenti",
@@ -171,9 +171,10 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 out, seconds, peak = timed(method, device)
                 times[name].append(seconds)
                 peaks[name] = peak
-                if name == "reference loop":
-                    new_tokens[name] = [out[r, len(p) : len(p) + settings["max_new_tokens"]].tolist()
-                                        for r, p in enumerate(chosen)]  # fmt: skip
+                if name == "reference loop":  # padded after EOS, as `generate` returns it
+                    pad_id = model.padding_id(model.generation_config)
+                    new_tokens[name] = [_pad_after_eos(out[r, len(p) : len(p) + settings["max_new_tokens"]].tolist(),
+                                                       eos_id, pad_id) for r, p in enumerate(chosen)]  # fmt: skip
                     passes[name] = None
                 else:
                     new_tokens[name] = [out.sequences[r, width:].tolist() for r in range(batch)]
@@ -195,6 +196,13 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             })  # fmt: skip
     return {"benchmark": "generation", "model": args.model, "device": device_name(device), "dtype": args.dtype,
             "compile": args.compile, "settings": settings, "rows": rows}  # fmt: skip
+
+
+def _pad_after_eos(tokens: list[int], eos_id: int | None, pad_id: int) -> list[int]:
+    if eos_id is None or eos_id not in tokens:
+        return tokens
+    end = tokens.index(eos_id) + 1
+    return tokens[:end] + [pad_id] * (len(tokens) - end)
 
 
 def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
