@@ -23,11 +23,11 @@ def with_sample_ids(dataset: Any) -> Any:
 
 def model_limits(model: Any) -> tuple[int | None, int | None]:
     """The vocabulary size and the position limit of a model (or a peft/accelerate wrapper around one)."""
-    inner = model
-    for attribute in ("module", "get_base_model"):
-        candidate = getattr(inner, attribute, None)
-        if candidate is not None:
-            inner = candidate() if callable(candidate) and attribute == "get_base_model" else candidate
+    from transformers.modeling_utils import unwrap_model
+
+    inner = unwrap_model(model)  # DDP/accelerate wrappers
+    if hasattr(inner, "get_base_model"):  # a peft model
+        inner = inner.get_base_model()
     config = getattr(inner, "config", None)
     vocab_size = getattr(config, "vocab_size", None)
     limit = inner.max_sequence_length() if hasattr(inner, "max_sequence_length") else None
@@ -42,7 +42,7 @@ def check_batch(model: Any, inputs: dict[str, Any]) -> None:
         shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(f"A training batch needs `input_ids` of shape (batch, length >= 1), got {shape}.")
     vocab_size, limit = model_limits(model)
-    low, high = int(input_ids.min()), int(input_ids.max())
+    low, high = (int(value) for value in torch.aminmax(input_ids))  # one device sync per batch
     if low < 0 or (vocab_size is not None and high >= vocab_size):
         raise ValueError(
             f"The batch holds token id {low if low < 0 else high}, outside the model's vocabulary [0, {vocab_size}): "
