@@ -1,21 +1,24 @@
 """Train the package's embedded Turkish model: tokenizer -> pretraining -> two-stage instruction tuning -> install.
 
-Run (about 90 minutes on a 2-core CPU; every stage is resumable and skipped when its output exists):
+Run (about 100 minutes on a 2-core CPU; every stage is resumable and skipped when its output exists):
 
     python examples/train_embedded_model.py --data-dir ../shared/data/turkish --work-dir outputs/embedded
 
 Stages (the Diffutron recipe at a scale this machine can run):
 
-1. tokenizer: a Unigram tokenizer (8,000 pieces, SentencePiece-style) trained with `tokenizers` on the corpus;
+1. tokenizer: a byte-pair tokenizer (8,000 pieces, SentencePiece-style "▁" word starts, like mmBERT's Gemma
+   tokenizer) trained with `tokenizers` on the corpus;
 2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
    a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
 3. sft1: Diffutron's chat markers become single tokens, then instruction tuning on the linguistic tasks (NER,
-   lemmatisation, POS tagging, verb/noun listing);
-4. sft2: instruction tuning on the rest (exam questions, Nutuk QA, speech titles), starting from stage 1;
+   lemmatisation, POS tagging, verb/noun listing) plus sentence continuations from the corpus;
+4. sft2: instruction tuning on a rebalanced mix (see `embedded_model_data.py`), starting from stage 1;
 5. install: the final model in half precision, its tokenizer and generation defaults, copied into the package
    (`src/transformers_mdlm/default_model`), where `pipeline("masked-diffusion")` finds it.
 
-The evaluation and the model card come from `examples/evaluate_embedded_model.py`.
+Answers are padded with scored EOS tokens to `max_new_tokens` (LLaDA's SFT), so the model learns to end them. The
+evidence bound on `validation.txt` is measured after each stage and written to the log with the wall times. The
+evaluation and the model card come from `examples/evaluate_embedded_model.py`.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import ModernBertConfig, PreTrainedTokenizerFast
 
+from embedded_model_data import build_stage_data
 from transformers_mdlm import AutoModelForMaskedDiffusion, MaskedDiffusionTrainingArguments
+from transformers_mdlm.evaluation import corpus_evidence_bound, unigram_bound
 from transformers_mdlm.training.recipe import RecipeArguments, run_instruction_tuning, run_pretraining
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-LINGUISTIC_TASKS = "ner_extraction,lemmatization,pos_tagging,verb_noun_extraction"
 CHAT_MARKERS = ("[SYS]", "[/SYS]", "[Question]", "[/Question]", "[Answer]", "[/Answer]")
 PACKAGE_MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "transformers_mdlm" / "default_model"
 
@@ -51,12 +55,11 @@ GENERATION_DEFAULTS = {
 
 
 def train_tokenizer(corpus: Path, out: Path, vocab_size: int) -> None:
-    backend = Tokenizer(models.Unigram())
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
     backend.decoder = decoders.Metaspace()
-    backend.train([str(corpus)], trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                                         unk_token="<unk>"))  # fmt: skip
+    backend.train([str(corpus)], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
         mask_token="<mask>", model_max_length=256,
@@ -109,6 +112,27 @@ def latest_checkpoint(folder: Path) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
+def measure_bound(model_dir: Path, data: Path, log: dict, name: str, num_samples: int) -> None:
+    """The evidence bound on validation.txt (bits per character) next to the unigram model of the same tokenizer."""
+    key = f"bound_after_{name}"
+    if key in log:
+        return
+    start = time.perf_counter()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    model = AutoModelForMaskedDiffusion.from_pretrained(model_dir, dtype=torch.float32).eval()
+    validation = (data / "corpus" / "validation.txt").read_text(encoding="utf-8").splitlines()
+    train = (data / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines()
+    bound = corpus_evidence_bound(model, tokenizer, validation, num_samples=num_samples, seed=0)
+    unigram = unigram_bound(tokenizer, train, validation)
+    log[key] = {
+        "bits_per_character": round(bound.bits_per_character, 4),
+        "unigram_bits_per_character": round(unigram.bits_per_character, 4),
+        "ratio_to_unigram": round(bound.bits_per_character / unigram.bits_per_character, 4),
+        "num_samples": num_samples, "seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+    print(f"[{key}] {json.dumps(log[key])}")
+
+
 def run_stage(name: str, work: Path, log: dict, function, recipe: RecipeArguments, **overrides) -> Path:
     out = work / name
     if (out / "training_summary.json").exists():
@@ -128,15 +152,16 @@ def main() -> None:
     parser.add_argument("--work-dir", default="outputs/embedded")
     parser.add_argument("--install-to", default=str(PACKAGE_MODEL_DIR))
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--intermediate-size", type=int, default=512)
+    parser.add_argument("--hidden-size", type=int, default=320)
+    parser.add_argument("--intermediate-size", type=int, default=640)
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=5)
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--pretrain-steps", type=int, default=6000)
-    parser.add_argument("--sft1-steps", type=int, default=900)
-    parser.add_argument("--sft2-steps", type=int, default=600)
+    parser.add_argument("--pretrain-steps", type=int, default=4000)
+    parser.add_argument("--sft1-steps", type=int, default=500)
+    parser.add_argument("--sft2-steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
     args = parser.parse_args()
 
     data, work = Path(args.data_dir), Path(args.work_dir)
@@ -161,22 +186,28 @@ def main() -> None:
         "pretrain", work, log, run_pretraining, corpus, max_steps=args.pretrain_steps, learning_rate=1.5e-3,
         warmup_steps=300, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
     )  # fmt: skip
+    measure_bound(pretrained, data, log, "pretrain", args.bound_samples)
+    log_path.write_text(json.dumps(log, indent=2, default=str))
     chat_ready = work / "pretrain-chat"
     if not (chat_ready / "config.json").exists():
         add_chat_markers(pretrained, chat_ready)
-    instruct = str(data / "instruct" / "tr_instruct.jsonl")
+    stage_data = build_stage_data(data, work / "data")
+    answers = GENERATION_DEFAULTS["max_new_tokens"]
     stage1 = run_stage(
         "sft1", work, log, run_instruction_tuning,
-        RecipeArguments(model=str(chat_ready), train_file=instruct, tasks=LINGUISTIC_TASKS, max_length=256,
-                        truncate=True),
+        RecipeArguments(model=str(chat_ready), train_file=str(stage_data["sft1"]), max_length=256, truncate=True,
+                        pad_answer_to=answers),
         max_steps=args.sft1_steps, learning_rate=5e-4, warmup_steps=50, per_device_train_batch_size=16,
     )  # fmt: skip
+    measure_bound(stage1, data, log, "sft1", args.bound_samples)
     stage2 = run_stage(
         "sft2", work, log, run_instruction_tuning,
-        RecipeArguments(model=str(stage1), train_file=instruct, exclude_tasks=LINGUISTIC_TASKS, max_length=256,
-                        truncate=True),
+        RecipeArguments(model=str(stage1), train_file=str(stage_data["sft2"]), max_length=256, truncate=True,
+                        pad_answer_to=answers),
         max_steps=args.sft2_steps, learning_rate=3e-4, warmup_steps=30, per_device_train_batch_size=16,
     )  # fmt: skip
+    measure_bound(stage2, data, log, "sft2", args.bound_samples)
+    log_path.write_text(json.dumps(log, indent=2, default=str))
 
     install = Path(args.install_to)
     if install.exists():
@@ -188,7 +219,9 @@ def main() -> None:
     config_path = install / "config.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "dtype": "float32"}, indent=2) + "\n")
     PreTrainedTokenizerFast.from_pretrained(stage2).save_pretrained(install)
-    log["total_wall_seconds"] = round(sum(v.get("wall_seconds", 0) for v in log.values() if isinstance(v, dict)), 1)
+    log["total_wall_seconds"] = round(
+        sum(v.get("wall_seconds", v.get("seconds", 0)) for v in log.values() if isinstance(v, dict)), 1
+    )
     log_path.write_text(json.dumps(log, indent=2, default=str))
     size = sum(f.stat().st_size for f in install.iterdir())
     print(f"installed {install} ({size / 2**20:.1f} MiB); log in {log_path}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from transformers import GenerationConfig
+from transformers import CompileConfig, GenerationConfig
 
 from ..validation import check_bool, check_choice, check_int, check_number
 
@@ -96,6 +96,15 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             encoder over the whole canvas and keeps every layer's keys and values; the block's other steps recompute
             only the block's positions, attending to the kept states elsewhere. Faster when the canvas outside the
             block is long; changes tokens (see the performance page of the docs for its measured effect).
+        static_shapes (`bool`, *optional*, defaults to `False`):
+            Run every step over the whole batch (finished rows included) and the head over a fixed number of positions
+            per block (the block's width), so that the step's tensors keep one shape per block, as CUDA graphs and
+            `torch.compile(mode="reduce-overhead")` need. Greedy tokens equal the default path's; sampled tokens are
+            drawn from the same distributions but with different random numbers (the noise has another shape).
+        compile_config (`transformers.CompileConfig`, *optional*):
+            transformers' compilation settings: the step's model call (encoder and head) is wrapped with
+            `torch.compile(**compile_config.to_dict())` once per setting. Implies `static_shapes=True`; not combined
+            with `kv_cache="dual"`. Not saved with the config (as transformers).
         output_history (`bool`, *optional*, defaults to `False`):
             Return the canvas after every step (implies `return_dict_in_generate=True`).
         return_dict_in_generate (`bool`, *optional*, defaults to `False`):
@@ -143,6 +152,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         stop_strings: list[str] | str | None = None,
         stop_on_eos: bool = False,
         kv_cache: str | None = None,
+        static_shapes: bool = False,
+        compile_config: CompileConfig | None = None,
         output_history: bool = False,
         return_dict_in_generate: bool = False,
         mask_token_id: int | None = None,
@@ -172,6 +183,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         self.stop_strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
         self.stop_on_eos = stop_on_eos
         self.kv_cache = kv_cache
+        self.static_shapes = static_shapes
+        self.compile_config = compile_config
         self.output_history = output_history
         self.return_dict_in_generate = return_dict_in_generate
         self.mask_token_id = mask_token_id
@@ -232,7 +245,14 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             or not all(isinstance(text, str) and text for text in self.stop_strings)
         ):
             raise TypeError(f"`stop_strings` must be a list of non-empty strings or None, got {self.stop_strings!r}.")
-        for flag in ("stop_on_eos", "output_history", "return_dict_in_generate"):
+        if self.compile_config is not None:
+            if not isinstance(self.compile_config, CompileConfig):
+                raise TypeError(
+                    f"`compile_config` must be a `transformers.CompileConfig` or None, got {type(self.compile_config)}."
+                )
+            if self.kv_cache is not None:
+                raise ValueError("`compile_config` compiles the exact step; it cannot be combined with `kv_cache`.")
+        for flag in ("stop_on_eos", "static_shapes", "output_history", "return_dict_in_generate"):
             check_bool(flag, getattr(self, flag))
         for name in SPECIAL_TOKEN_ATTRIBUTES:
             check_int(name, getattr(self, name), minimum=0, optional=True)

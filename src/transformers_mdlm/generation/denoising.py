@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from .canvas import Canvas, pack_to_front
+from .compiled_step import compiled_step, logits_at_slots
 from .configuration import MaskedDiffusionGenerationConfig
 from .dual_cache import DualCache
 from .logits import apply_repetition_penalty, token_presence
@@ -65,6 +66,7 @@ class BlockPlan:
     schedule: torch.LongTensor | None
     num_steps: int
     query_positions: torch.LongTensor | None
+    slot_width: int | None = None
 
 
 @dataclass
@@ -126,6 +128,8 @@ class _Denoiser:
         self.steps_per_block = math.ceil(config.steps / self.num_blocks) if self.num_blocks else 0
         scheduler.set_timesteps(max(self.steps_per_block, 1), device=device)
         self.threshold_mode = scheduler.config.confidence_threshold is not None
+        self.static = config.static_shapes or config.compile_config is not None
+        self.project = logits_at_slots if config.compile_config is None else compiled_step(config.compile_config)
         self.nfe = 0
         self.history = [canvas.to_output(self.x)] if hooks.keep_history else None
 
@@ -165,7 +169,15 @@ class _Denoiser:
         if self.cache is not None:  # the columns the dual cache recomputes: the block and any other competing mask
             selected = in_block | ((self.x == mask_id) & in_window)
             query_positions = _repeat_last(pack_to_front(selected), selected.sum(dim=1))
-        return BlockPlan(block, start, end, in_window, schedule, num_steps, query_positions)
+        plan = BlockPlan(block, start, end, in_window, schedule, num_steps, query_positions)
+        plan.slot_width = self._slot_width(plan, in_block) if self.static else None
+        return plan
+
+    def _slot_width(self, plan: BlockPlan, in_block: torch.BoolTensor) -> int:
+        """Static shapes: head positions per row for the whole block, the block's columns plus any other mask that
+        competes (prompt masks); the candidates only decrease during the block."""
+        competing = in_block | ((self.x == self.config.mask_token_id) & plan.in_window)
+        return max(int(competing.sum(dim=1).max()), 1)
 
     def _budget(self, in_block: torch.BoolTensor) -> torch.LongTensor:
         """How many tokens a block commits: its masks, plus any mask still inside the prompt.
@@ -193,11 +205,13 @@ class _Denoiser:
             todo = (plan.schedule[:, step] > 0) & candidates.any(dim=1)
         if not bool(todo.any()):
             return plan.schedule is not None  # a fixed schedule may skip a step for these rows; the threshold ends
-        active = self.rows[todo]
-        # Pack each active row's competing positions to the front, in order.
+        # Pack each active row's competing positions to the front, in order. With static shapes every row is active
+        # (rows with nothing to do commit nothing: their budget is 0 or they have no candidates) and the width is the
+        # block's, so the model call sees the same shapes at every step of the block.
+        active = self.rows if self.static else self.rows[todo]
         competing = candidates[active]
         counts = competing.sum(dim=1)
-        slots = pack_to_front(competing, int(counts.max()))
+        slots = pack_to_front(competing, plan.slot_width if self.static else int(counts.max()))
         valid = torch.arange(slots.shape[1], device=x.device)[None, :] < counts[:, None]
 
         x_active = x[active]
@@ -257,12 +271,11 @@ class _Denoiser:
             attention_mask = torch.cat([attention_mask, attention_mask]) if attention_mask is not None else None
             slots = torch.cat([slots, slots])
         if cache is None:
-            hidden = model.compute_hidden_states(tokens, attention_mask)
+            logits = self.project(model, tokens, attention_mask, slots)
         else:
             row_ids = torch.cat([rows, rows + len(self.rows)]) if guided else rows
             hidden = _cached_hidden_states(model, cache, plan, tokens, attention_mask, rows, row_ids)
-        picked = hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1]))
-        logits = model.compute_logits(picked)
+            logits = model.compute_logits(hidden.gather(1, slots[..., None].expand(-1, -1, hidden.shape[-1])))
         if guided:
             conditional, unconditional = logits.chunk(2)
             logits = unconditional + (config.cfg_scale + 1) * (conditional - unconditional)
@@ -315,6 +328,8 @@ class _Denoiser:
     def _replace_canvas(self, sequences: torch.LongTensor, plan: BlockPlan, step: int) -> None:
         """Take a callback's canvas; the block's remaining steps are re-planned for the masks it now holds."""
         self.x = self.canvas.from_output(sequences, self.x)
+        if self.static:  # the callback may have added masks: widen the block's positions to hold them
+            plan.slot_width = max(plan.slot_width, self._slot_width(plan, torch.zeros_like(plan.in_window)))
         if plan.schedule is not None:
             competing = (
                 ((self.x == self.config.mask_token_id) & plan.in_window).sum(dim=1).masked_fill(self.finished, 0)

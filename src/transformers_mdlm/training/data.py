@@ -7,6 +7,7 @@ from typing import Any
 from datasets import Dataset
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, validate_messages
+from ..validation import check_int
 
 
 def _check_dataset(dataset: Any, needed: tuple[tuple[str, ...], ...], what: str) -> None:
@@ -93,6 +94,7 @@ def format_instruction_dataset(
     truncate: bool = False,
     chat_template: str | None = None,
     append_eos: bool = True,
+    pad_answer_to: int | None = None,
     num_proc: int | None = None,
 ) -> Dataset:
     """Render instruction data with a chat template into `input_ids` and `prompt_length` for instruction tuning.
@@ -104,12 +106,20 @@ def format_instruction_dataset(
     Args:
         chat_template (`str`, *optional*): defaults to the tokenizer's, else Diffutron's.
         max_length (`int`, *optional*): longest row; longer rows raise a `ValueError` unless `truncate=True`.
+        pad_answer_to (`int`, *optional*): extend each scored part (reply, end marker, EOS) with EOS tokens to this
+            many tokens, as LLaDA's and Diffutron's instruction tuning do. The padding is part of the answer, so it is
+            masked and scored: the model learns to fill the rest of a generation canvas with EOS, i.e. to end its
+            answers. Set it to the `max_new_tokens` you generate with. Needs `append_eos=True`.
 
     Returns:
         A `Dataset` with columns `input_ids`, `prompt_length` and `sample_id`.
     """
     _check_dataset(dataset, (("messages",), ("instruction", "output")), "instruction")
     _check_tokenizer(tokenizer)
+    if pad_answer_to is not None:
+        check_int("pad_answer_to", pad_answer_to, minimum=1)
+        if not append_eos:
+            raise ValueError("`pad_answer_to` pads the answer with EOS; it needs `append_eos=True`.")
     template = chat_template or tokenizer.chat_template or DIFFUTRON_CHAT_TEMPLATE
 
     def render(row: dict[str, Any], index: int) -> dict[str, Any]:
@@ -126,7 +136,10 @@ def format_instruction_dataset(
             )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
-        ids = prompt_ids + answer_ids + ([tokenizer.eos_token_id] if append_eos else [])
+        answer_ids = answer_ids + ([tokenizer.eos_token_id] if append_eos else [])
+        if pad_answer_to is not None and len(answer_ids) < pad_answer_to:
+            answer_ids = answer_ids + [tokenizer.eos_token_id] * (pad_answer_to - len(answer_ids))
+        ids = prompt_ids + answer_ids
         if max_length is not None and len(ids) > max_length:
             if not truncate:
                 raise ValueError(

@@ -37,6 +37,9 @@ class RecipeArguments:
     block_size: int = field(default=128, metadata={"help": "Pretraining: tokens per packed block."})
     max_length: int | None = field(default=None, metadata={"help": "SFT: longest row, in tokens."})
     truncate: bool = field(default=False, metadata={"help": "SFT: cut rows longer than max_length."})
+    pad_answer_to: int | None = field(
+        default=None, metadata={"help": "SFT: pad each answer with scored EOS tokens to this length (LLaDA's SFT)."}
+    )
     tasks: str | None = field(default=None, metadata={"help": "SFT: comma-separated `task` values to keep."})
     exclude_tasks: str | None = field(default=None, metadata={"help": "SFT: comma-separated `task` values to drop."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N rows (quick runs)."})
@@ -134,13 +137,12 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     """Instruction-tune on `instruction`/`input`/`output` or `messages` rows with the chat template."""
     model, tokenizer = _model_and_tokenizer(recipe)
     rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
-    train = format_instruction_dataset(rows, tokenizer, max_length=recipe.max_length, truncate=recipe.truncate)
+    formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
+    train = format_instruction_dataset(rows, tokenizer, **formatting)
     evaluation = None
     if recipe.validation_file:
         held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe)
-        evaluation = format_instruction_dataset(
-            held_out, tokenizer, max_length=recipe.max_length, truncate=recipe.truncate
-        )
+        evaluation = format_instruction_dataset(held_out, tokenizer, **formatting)
     collator = DataCollatorForMaskedDiffusionSFT(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
     )
