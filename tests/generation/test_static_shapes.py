@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import CompileConfig
 
-from tests.conftest import EOS, MASK, left_pad
+from conftest import EOS, MASK, left_pad
 from transformers_mdlm.generation import compiled_step as compiled_step_module
 
 SETTINGS = dict(max_new_tokens=24, steps=24, block_length=8, repetition_penalty=1.2, suppress_tokens=[MASK])

@@ -187,6 +187,28 @@ def test_format_instruction_dataset_with_diffutron_template():
     ]
 
 
+def test_pad_answer_to_extends_the_scored_answer_with_eos():
+    """LLaDA's SFT: the answer is padded with EOS to a fixed length and the padding is scored (masked and learnt)."""
+    tokenizer = make_tiny_tokenizer()
+    rows = Dataset.from_dict({"instruction": ["w1 w2", "w1"], "output": ["w4 w5", "w6 w7 w8 w9 w10 w11 w12 w13"]})
+    plain = format_instruction_dataset(rows, tokenizer)
+    padded = format_instruction_dataset(rows, tokenizer, pad_answer_to=8)
+    short, long = plain[0], plain[1]
+    answer_length = len(short["input_ids"]) - short["prompt_length"]
+    assert answer_length < 8
+    assert padded[0]["input_ids"] == short["input_ids"] + [EOS] * (8 - answer_length)
+    assert padded[0]["prompt_length"] == short["prompt_length"]
+    assert padded[1]["input_ids"] == long["input_ids"]  # already longer than 8: unchanged
+    collator = DataCollatorForMaskedDiffusionSFT(tokenizer=tokenizer, time_epsilon=1.0)  # t = 1: every answer token
+    batch = collator([padded[0]])
+    scored = batch["labels"][0] != -100
+    assert scored.sum() == 8 and (batch["labels"][0][scored][-3:] == EOS).all()
+    with pytest.raises(ValueError, match="pad_answer_to"):
+        format_instruction_dataset(rows, tokenizer, pad_answer_to=0)
+    with pytest.raises(ValueError, match="append_eos"):
+        format_instruction_dataset(rows, tokenizer, pad_answer_to=8, append_eos=False)
+
+
 def test_data_preparation_bad_input():
     tokenizer = make_tiny_tokenizer()
     with pytest.raises(ValueError, match="text"):
