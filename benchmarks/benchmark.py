@@ -5,6 +5,7 @@ Run (CPU, about 25 minutes on 2 cores; `bash benchmarks/run_all.sh DIR` runs all
     python benchmarks/benchmark.py generation --model mmbert --repeats 2
     python benchmarks/benchmark.py generation --model embedded --repeats 3
     python benchmarks/benchmark.py fast-decoding
+    python benchmarks/benchmark.py throughput
     python benchmarks/benchmark.py training
 
 `generation` decodes fixed prompts with this package (exact, and with the approximate dual cache) and with the
@@ -14,8 +15,11 @@ passes per token, peak memory (the process's resident high-water mark, reset bef
 peak on a GPU) and the share of new tokens equal to the reference's. `--model mmbert` builds an mmBERT-shaped random
 model (vocabulary 256,000, hidden 768, 22 layers) without slow initialisation; `--model embedded` uses the package's
 embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--compile` compiles the encoder with
-`torch.compile` (both methods use it); `--settings` picks the decoding (Diffutron's short answers without or with
-the repetition penalty, or the authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model;
+`torch.compile` (both methods use it); `--static-shapes` adds a row with `static_shapes=True`, and `--compile-step`
+makes that row compile its step with `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs on a GPU);
+`--settings` picks the decoding (Diffutron's short answers without or with
+the repetition penalty, or the authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and `throughput` measures chat answers
+per second at batch 1, 4 and 16 (both in `decoding_speed.py`);
 `training` measures tokens per second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables
 go to stdout, JSON to `--output`.
 """
@@ -23,7 +27,6 @@ go to stdout, JSON to `--output`.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import platform
@@ -162,6 +165,16 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 ids, attention_mask=mask, return_dict_in_generate=True, kv_cache="dual", **settings,
                 **SAME_AS_REFERENCE,
             )  # fmt: skip
+        if args.static_shapes or args.compile_step:
+            static = {"static_shapes": True}
+            if args.compile_step:
+                from transformers import CompileConfig
+
+                static["compile_config"] = CompileConfig(mode="reduce-overhead", fullgraph=False, dynamic=False)
+            methods["this package, static shapes"] = lambda ids=ids, mask=mask, static=static: model.generate(
+                ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE, **static
+            )
+            methods["this package, static shapes"]()  # untimed: compiles (with --compile-step), warms up
         if args.compile:  # one untimed call compiles
             methods["this package"]()
         times = {name: [] for name in methods}
@@ -195,7 +208,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 "same_tokens_as_reference": agree,
             })  # fmt: skip
     return {"benchmark": "generation", "model": args.model, "device": device_name(device), "dtype": args.dtype,
-            "compile": args.compile, "settings": settings, "rows": rows}  # fmt: skip
+            "compile": args.compile, "compile_step": args.compile_step, "settings": settings, "rows": rows}  # fmt: skip
 
 
 def _pad_after_eos(tokens: list[int], eos_id: int | None, pad_id: int) -> list[int]:
@@ -203,64 +216,6 @@ def _pad_after_eos(tokens: list[int], eos_id: int | None, pad_id: int) -> list[i
         return tokens
     end = tokens.index(eos_id) + 1
     return tokens[:end] + [pad_id] * (len(tokens) - end)
-
-
-def bench_fast_decoding(args: argparse.Namespace) -> dict[str, Any]:
-    """Quality vs speed of the fast settings on the embedded model: agreement with one-token-per-step decoding and the
-    evidence bound of the outputs under the model (lower = the model finds its own output likelier)."""
-    from transformers_mdlm.evaluation import evidence_bound
-
-    device = args.device
-    model, prompts, mask_id, _, _ = embedded_model(device)
-    new = 64
-    baseline_settings = {"max_new_tokens": new, "steps": new, "block_length": 32, "stop_strings": None}
-    variants = {
-        "one token per step (reference schedule)": {},
-        "half the steps": {"steps": new // 2},
-        "quarter of the steps": {"steps": new // 4},
-        "threshold 0.5": {"confidence_threshold": 0.5},
-        "threshold 0.3": {"confidence_threshold": 0.3},
-        "threshold 0.2": {"confidence_threshold": 0.2},
-        "threshold 0.1": {"confidence_threshold": 0.1},
-        "threshold 0.05": {"confidence_threshold": 0.05},
-        "threshold 0.1 + stop at EOS": {"confidence_threshold": 0.1, "stop_on_eos": True},
-        "dual cache": {"kv_cache": "dual"},
-        "dual cache + half the steps": {"kv_cache": "dual", "steps": new // 2},
-        "dual cache + threshold 0.1": {"kv_cache": "dual", "confidence_threshold": 0.1},
-        "dual cache + threshold 0.05": {"kv_cache": "dual", "confidence_threshold": 0.05},
-    }
-    variants["bfloat16 weights (reference schedule)"] = {"dtype": torch.bfloat16}
-    results = []
-    baseline = None
-    for name, extra in variants.items():
-        extra = dict(extra)
-        runner = copy.deepcopy(model).to(extra.pop("dtype")) if "dtype" in extra else model
-        settings = {**baseline_settings, **extra, "stop_on_eos": extra.get("stop_on_eos", False)}
-        outs, seconds, nfe = [], 0.0, 0
-        for prompt in prompts:
-            ids = torch.tensor([prompt], device=device)
-            start = time.perf_counter()
-            out = runner.generate(ids, return_dict_in_generate=True, repetition_penalty=1.0, **settings)
-            seconds += time.perf_counter() - start
-            nfe += out.nfe
-            outs.append(out.sequences[0].tolist())
-        if baseline is None:
-            baseline = outs
-        agreement = sum(
-            a == b
-            for out, base, prompt in zip(outs, baseline, prompts, strict=True)
-            for a, b in zip(out[len(prompt) :], base[len(prompt) :], strict=True)
-        ) / (len(prompts) * new)
-        bounds = evidence_bound(model, outs, mask_token_id=mask_id, context_lengths=[len(p) for p in prompts],
-                                num_samples=32, seed=0)  # fmt: skip
-        results.append({
-            "decoding": name,
-            "forward_passes_per_token": nfe / (len(prompts) * new),
-            "ms_per_token": 1000 * seconds / (len(prompts) * new),
-            "agreement_with_reference_schedule": agreement,
-            "output_bound_nats_per_token": sum(b.nats for b in bounds) / sum(b.num_tokens for b in bounds),
-        })  # fmt: skip
-    return {"benchmark": "fast-decoding", "model": "embedded", "device": device_name(device), "rows": results}
 
 
 def bench_training(args: argparse.Namespace) -> dict[str, Any]:
@@ -318,13 +273,18 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("benchmark", choices=["generation", "fast-decoding", "training"])
+    parser.add_argument("benchmark", choices=["generation", "fast-decoding", "throughput", "training"])
     parser.add_argument("--model", choices=["mmbert", "embedded"], default="mmbert")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights and compute (generation)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (generation)")
     parser.add_argument("--no-cache", action="store_true", help="skip the dual-cache rows (generation)")
+    parser.add_argument("--static-shapes", action="store_true", help="add a static-shapes row (generation)")
+    parser.add_argument(
+        "--compile-step", action="store_true",
+        help="the static-shapes row compiles its step: compile_config=CompileConfig(mode='reduce-overhead')",
+    )  # fmt: skip
     parser.add_argument(
         "--settings",
         choices=sorted(GENERATION_SETTINGS),
@@ -335,7 +295,10 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--output", help="append the JSON report to this file")
     args = parser.parse_args()
-    function = {"generation": bench_generation, "fast-decoding": bench_fast_decoding, "training": bench_training}
+    from decoding_speed import bench_fast_decoding, bench_throughput
+
+    function = {"generation": bench_generation, "fast-decoding": bench_fast_decoding, "throughput": bench_throughput,
+                "training": bench_training}  # fmt: skip
     report = function[args.benchmark](args)
     print(markdown(report))
     if args.output:

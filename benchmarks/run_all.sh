@@ -15,7 +15,9 @@ run generation-mmbert generation --model mmbert --repeats 3
 run generation-mmbert-bf16 generation --model mmbert --repeats 3 --dtype bfloat16
 run generation-embedded generation --model embedded --repeats 3
 run fast-decoding fast-decoding
+run throughput throughput
 run training training --train-steps 30
 if [ "${COMPILE:-0}" = 1 ]; then
   run generation-mmbert-compile generation --model mmbert --repeats 3 --compile --no-cache
+  run generation-mmbert-compiled-step generation --model mmbert --repeats 3 --compile-step --no-cache
 fi

@@ -24,7 +24,7 @@ LIBRARY_NAME = "transformers-mdlm"
 #: Keyword arguments of `build_model_card` besides the model (what `create_model_card` and `push_to_hub` pass on).
 CARD_ARGUMENTS = (
     "repo_id", "model_name", "model_description", "base_model", "language", "license", "datasets", "training",
-    "lora", "eval_results", "samples", "limitations", "tags",
+    "lora", "eval_results", "samples", "limitations", "tags", "generation_notes",
 )  # fmt: skip
 
 DEFAULT_LIMITATIONS = (
@@ -106,6 +106,7 @@ def build_model_card(
     samples: list[dict[str, str]] | None = None,
     limitations: str | None = None,
     tags: list[str] | None = None,
+    generation_notes: str | None = None,
 ) -> ModelCard:
     """Render a model card for a masked diffusion model (or a peft model on one).
 
@@ -119,6 +120,7 @@ def build_model_card(
         eval_results (`list[dict]`, *optional*): `{"task", "metric", "value"}` rows (optionally `dataset`,
             `task_type`, `split`); written as the card's `model-index` through `huggingface_hub.EvalResult`.
         samples (`list[dict]`, *optional*): `{"prompt", "output"}` sample generations.
+        generation_notes (`str`, *optional*): Markdown shown under the generation defaults (how they were chosen).
 
     Returns:
         A `huggingface_hub.ModelCard` (save it with `.save(path)`, push it with `.push_to_hub(repo_id)`).
@@ -163,6 +165,7 @@ def build_model_card(
         datasets=datasets,
         generation={key: getattr(generation, key) for key in _GENERATION_KEYS if hasattr(generation, key)},
         eval_results=eval_results or [],
+        generation_notes=generation_notes,
         samples=samples or [],
         limitations=limitations or DEFAULT_LIMITATIONS,
     )
