@@ -42,15 +42,17 @@ SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 CHAT_MARKERS = ("[SYS]", "[/SYS]", "[Question]", "[/Question]", "[Answer]", "[/Answer]")
 PACKAGE_MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "transformers_mdlm" / "default_model"
 
-#: Decoding defaults of the embedded model, saved in its generation_config.json.
+#: Decoding defaults of the embedded model, saved in its generation_config.json: the winner of
+#: `examples/tune_embedded_decoding.py` (which also suppresses EOS: see `install`).
 GENERATION_DEFAULTS = {
     "max_new_tokens": 64,
     "steps": 64,
-    "block_length": 32,
+    "block_length": 8,
     "temperature": 0.0,
     "repetition_penalty": 1.2,
     "remasking": "low_confidence",
     "stop_on_eos": True,
+    "stop_strings": ["[/Answer]"],
 }
 
 
@@ -213,7 +215,10 @@ def main() -> None:
     if install.exists():
         shutil.rmtree(install)
     model = AutoModelForMaskedDiffusion.from_pretrained(stage2, dtype=torch.float32)
-    model.generation_config.update(**GENERATION_DEFAULTS)
+    # EOS is never proposed: the model learnt to fill its canvas with EOS after an answer, and EOS, certain at the end,
+    # would be committed first and eat the answer; answers end at the `[/Answer]` stop string instead.
+    eos_id = PreTrainedTokenizerFast.from_pretrained(stage2).eos_token_id
+    model.generation_config.update(**GENERATION_DEFAULTS, suppress_tokens=[eos_id])
     model.half().save_pretrained(install)
     # The weights are stored in half precision (half the size); the config asks for float32 compute on loading.
     config_path = install / "config.json"

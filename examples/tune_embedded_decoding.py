@@ -40,23 +40,24 @@ VALIDATION_PROMPTS = [
 ]
 BASE = {"max_new_tokens": 64, "steps": 64, "block_length": 32, "temperature": 0.0, "repetition_penalty": 1.2,
         "remasking": "low_confidence"}  # fmt: skip
-#: One factor at a time around `BASE`, then a few combinations.
+#: One factor at a time around `BASE`, then a few combinations. `"suppress EOS"` stands for `suppress_tokens=[EOS id]`:
+#: the model learnt to fill the rest of its canvas with EOS, and EOS, certain at the end, is committed first and can eat
+#: the whole answer under low-confidence remasking; suppressed, answers end at the `[/Answer]` stop string instead.
 CANDIDATES = {
     "base": {},
     "no repetition penalty": {"repetition_penalty": 1.0},
-    "penalty 1.1": {"repetition_penalty": 1.1},
     "penalty 1.5": {"repetition_penalty": 1.5},
-    "blocks of 16": {"block_length": 16},
-    "blocks of 64 (one block)": {"block_length": 64},
     "blocks of 8": {"block_length": 8},
-    "32 steps": {"steps": 32},
+    "blocks of 4": {"block_length": 4},
     "margin remasking": {"remasking": "margin"},
-    "entropy remasking": {"remasking": "entropy"},
     "temperature 0.3": {"temperature": 0.3},
-    "temperature 0.7": {"temperature": 0.7},
-    "blocks of 16, penalty 1.5": {"block_length": 16, "repetition_penalty": 1.5},
-    "blocks of 8, penalty 1.5": {"block_length": 8, "repetition_penalty": 1.5},
-    "blocks of 16, margin": {"block_length": 16, "remasking": "margin"},
+    "suppress EOS": {"suppress_tokens": "eos"},
+    "suppress EOS, blocks of 8": {"suppress_tokens": "eos", "block_length": 8},
+    "suppress EOS, blocks of 16": {"suppress_tokens": "eos", "block_length": 16},
+    "suppress EOS, penalty 1.5": {"suppress_tokens": "eos", "repetition_penalty": 1.5},
+    "suppress EOS, blocks of 8, penalty 1.5": {"suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5},
+    "suppress EOS, margin remasking": {"suppress_tokens": "eos", "remasking": "margin"},
+    "suppress EOS, temperature 0.3": {"suppress_tokens": "eos", "temperature": 0.3},
 }
 
 
@@ -100,6 +101,8 @@ def main() -> None:
     rows = []
     for name, change in CANDIDATES.items():
         settings = {**BASE, **change}
+        if settings.get("suppress_tokens") == "eos":
+            settings["suppress_tokens"] = [pipe.tokenizer.eos_token_id]
         row = {"setting": name, "settings": settings, **measure(pipe, settings, vocabulary)}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("answers", "problems")}, ensure_ascii=False))

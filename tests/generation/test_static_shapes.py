@@ -25,7 +25,9 @@ def _record_shapes(model) -> list[tuple]:
     original_hidden, original_logits = model.compute_hidden_states, model.compute_logits
     model.compute_hidden_states = lambda ids, mask, **kw: (shapes.append(("encoder", tuple(ids.shape))),
                                                             original_hidden(ids, mask, **kw))[1]  # fmt: skip
-    model.compute_logits = lambda hidden: (shapes.append(("head", tuple(hidden.shape[:2]))), original_logits(hidden))[1]
+    model.compute_logits = lambda hidden: (shapes.append(("head", tuple(hidden.shape[:2]))), original_logits(hidden))[
+        1
+    ]
     return shapes
 
 
