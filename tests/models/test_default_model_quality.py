@@ -2,7 +2,7 @@
 
 The floors are what model v2 reaches (measured values in the comments), set where the first embedded model fails every
 test (run on it: all its chat answers opened with an exam-option letter, none met the chat criteria, 2 of 6
-completions looped, its bound was 0.96x the unigram model's with 4 samples). They are below issue 14's goals (every
+completions looped, its bound was 0.926x the unigram model's). They are below issue 14's goals (every
 answer meeting the criteria, a bound <= 0.75x): raise them with the model. The prompts are the model card's
 (`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its decoding
 (that used `examples/tune_embedded_decoding.py`'s own prompts).
@@ -70,6 +70,6 @@ def test_the_bound_on_validation_beats_the_unigram_model():
     tokenizer = AutoTokenizer.from_pretrained(path)
     validation = (SHARED / "corpus" / "validation.txt").read_text(encoding="utf-8").splitlines()
     train = (SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines()
-    bound = corpus_evidence_bound(model, tokenizer, validation, num_samples=4, seed=0)
+    bound = corpus_evidence_bound(model, tokenizer, validation, num_samples=8, seed=0)
     unigram = unigram_bound(tokenizer, train, validation)
-    assert bound.bits_per_character / unigram.bits_per_character <= 0.9  # v2: 0.859 (32 samples); v1: 0.96 (4)
+    assert bound.bits_per_character / unigram.bits_per_character <= 0.9  # v2: 0.870 (8 samples), v1: 0.926 (32)

@@ -29,12 +29,14 @@ def test_streaming_yields_frames_then_the_answer():
     from transformers_mdlm.demo import stream_denoising
 
     pipe = pipeline("masked-diffusion")
-    events = list(stream_denoising(pipe, QUESTION, return_full_text=False, max_new_tokens=16, steps=16))
+    events = list(
+        stream_denoising(pipe, QUESTION, return_full_text=False, max_new_tokens=16, steps=16, block_length=16)
+    )
     frames = [value for kind, value in events if kind == "frame"]
     assert len(frames) == 16 and 'class="mdlm-mask"' in frames[0] and 'class="mdlm-mask"' not in frames[-1]
     assert events[-1] == (
         "done",
-        pipe(QUESTION, return_full_text=False, max_new_tokens=16, steps=16)[0]["generated_text"],
+        pipe(QUESTION, return_full_text=False, max_new_tokens=16, steps=16, block_length=16)[0]["generated_text"],
     )
 
 
