@@ -261,7 +261,7 @@ def run_train(argv: Sequence[str]) -> int:
     from transformers import HfArgumentParser
 
     from .training.arguments import MaskedDiffusionTrainingArguments
-    from .training.recipe import RecipeArguments, run_instruction_tuning, run_pretraining
+    from .training.recipe import RecipeArguments, finish_distributed, run_instruction_tuning, run_pretraining
 
     if not argv or argv[0] not in TRAIN_STAGES:
         print(f"usage: mdlm train {{{','.join(TRAIN_STAGES)}}} --model M --train-file F --output-dir D [...]",
@@ -271,6 +271,7 @@ def run_train(argv: Sequence[str]) -> int:
     parser = HfArgumentParser((RecipeArguments, MaskedDiffusionTrainingArguments), prog=f"mdlm train {stage}")
     recipe, args = parser.parse_args_into_dataclasses(rest)
     metrics = (run_pretraining if stage == "pretrain" else run_instruction_tuning)(recipe, args)
+    finish_distributed()
     print(json.dumps({key: value for key, value in metrics.items() if isinstance(value, (int, float))}, indent=2))
     return 0
 

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]  # this folder and tests/
 from conftest import counting_dataset, make_tiny_tokenizer, small_model  # noqa: E402
 from transformers_mdlm import MaskedDiffusionTrainer, MaskedDiffusionTrainingArguments  # noqa: E402
+from transformers_mdlm.training.recipe import finish_distributed  # noqa: E402
 
 
 def main(output_dir: str, per_device_batch: int) -> None:
@@ -51,6 +52,7 @@ def main(output_dir: str, per_device_batch: int) -> None:
     if trainer.is_world_process_zero():
         weights = {name: p.detach().contiguous() for name, p in model.named_parameters()}
         save_file(weights, os.path.join(output_dir, "final.safetensors"))
+    finish_distributed()
 
 
 if __name__ == "__main__":

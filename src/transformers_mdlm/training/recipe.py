@@ -149,3 +149,14 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     return _train_and_save(
         recipe, args, model, tokenizer, train_dataset=train, eval_dataset=evaluation, data_collator=collator
     )
+
+
+def finish_distributed() -> None:
+    """Under `torchrun`, wait for every process, then destroy the process group before the interpreter exits.
+
+    Left to the interpreter's shutdown, gloo's threads can outlive the group and abort one process ("terminate called
+    without an active exception", exit -6) after a run that finished, which makes the launcher report a failure.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
