@@ -148,6 +148,22 @@ def run_stage(name: str, work: Path, log: dict, function, recipe: RecipeArgument
     return out
 
 
+def install(stage2: Path, install: Path) -> None:
+    """The final model in half precision, with its tokenizer and decoding defaults, into the package."""
+    if install.exists():
+        shutil.rmtree(install)
+    model = AutoModelForMaskedDiffusion.from_pretrained(stage2, dtype=torch.float32)
+    # EOS is never proposed: the model learnt to fill its canvas with EOS after an answer, and EOS, certain at the end,
+    # would be committed first and eat the answer; answers end at the `[/Answer]` stop string instead.
+    eos_id = PreTrainedTokenizerFast.from_pretrained(stage2).eos_token_id
+    model.generation_config.update(**GENERATION_DEFAULTS, suppress_tokens=[eos_id])
+    model.half().save_pretrained(install)
+    # The weights are stored in half precision (half the size); the config asks for float32 compute on loading.
+    config_path = install / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "dtype": "float32"}, indent=2) + "\n")
+    PreTrainedTokenizerFast.from_pretrained(stage2).save_pretrained(install)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="../shared/data/turkish")
@@ -211,25 +227,14 @@ def main() -> None:
     measure_bound(stage2, data, log, "sft2", args.bound_samples)
     log_path.write_text(json.dumps(log, indent=2, default=str))
 
-    install = Path(args.install_to)
-    if install.exists():
-        shutil.rmtree(install)
-    model = AutoModelForMaskedDiffusion.from_pretrained(stage2, dtype=torch.float32)
-    # EOS is never proposed: the model learnt to fill its canvas with EOS after an answer, and EOS, certain at the end,
-    # would be committed first and eat the answer; answers end at the `[/Answer]` stop string instead.
-    eos_id = PreTrainedTokenizerFast.from_pretrained(stage2).eos_token_id
-    model.generation_config.update(**GENERATION_DEFAULTS, suppress_tokens=[eos_id])
-    model.half().save_pretrained(install)
-    # The weights are stored in half precision (half the size); the config asks for float32 compute on loading.
-    config_path = install / "config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "dtype": "float32"}, indent=2) + "\n")
-    PreTrainedTokenizerFast.from_pretrained(stage2).save_pretrained(install)
+    target = Path(args.install_to)
+    install(stage2, target)
     log["total_wall_seconds"] = round(
         sum(v.get("wall_seconds", v.get("seconds", 0)) for v in log.values() if isinstance(v, dict)), 1
     )
     log_path.write_text(json.dumps(log, indent=2, default=str))
-    size = sum(f.stat().st_size for f in install.iterdir())
-    print(f"installed {install} ({size / 2**20:.1f} MiB); log in {log_path}")
+    size = sum(f.stat().st_size for f in target.iterdir())
+    print(f"installed {target} ({size / 2**20:.1f} MiB); log in {log_path}")
 
 
 if __name__ == "__main__":
