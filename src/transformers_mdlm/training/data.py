@@ -107,9 +107,11 @@ def format_instruction_dataset(
         chat_template (`str`, *optional*): defaults to the tokenizer's, else Diffutron's.
         max_length (`int`, *optional*): longest row; longer rows raise a `ValueError` unless `truncate=True`.
         pad_answer_to (`int`, *optional*): extend each scored part (reply, end marker, EOS) with EOS tokens to this
-            many tokens, as LLaDA's and Diffutron's instruction tuning do. The padding is part of the answer, so it is
-            masked and scored: the model learns to fill the rest of a generation canvas with EOS, i.e. to end its
-            answers. Set it to the `max_new_tokens` you generate with. Needs `append_eos=True`.
+            many tokens, as LLaDA's instruction tuning does (Diffutron's fork pads with `<pad>`). The padding is part
+            of the answer, so it is masked and scored: the model learns to fill the rest of a generation canvas with
+            EOS, i.e. to end its answers. Set it to the `max_new_tokens` you generate with. Needs `append_eos=True`.
+            A weak model may then commit the (certain) EOS first under low-confidence remasking and end answers too
+            early; the embedded model decodes with EOS suppressed and stops at `[/Answer]` (see its card).
 
     Returns:
         A `Dataset` with columns `input_ids`, `prompt_length` and `sample_id`.
