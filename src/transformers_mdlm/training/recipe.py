@@ -158,5 +158,8 @@ def finish_distributed() -> None:
     without an active exception", exit -6) after a run that finished, which makes the launcher report a failure.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        from accelerate import PartialState  # the Trainer's own state: it knows how the processes were launched
+
+        state = PartialState()
+        state.wait_for_everyone()
+        state.destroy_process_group()
