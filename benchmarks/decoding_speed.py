@@ -118,7 +118,7 @@ def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
                 answer_tokens += int((new != model.padding_id(model.generation_config)).sum())
             rows.append({
                 "decoding": name, "batch": batch, "prompts_per_second": len(texts) / seconds,
-                "ms_per_prompt": 1000 * seconds / len(texts), "forward_passes_per_prompt": passes * batch / len(texts),
+                "ms_per_prompt": 1000 * seconds / len(texts), "forward_passes_per_call": passes * batch / len(texts),
                 "answer_tokens_per_second": answer_tokens / seconds,
             })  # fmt: skip
     return {"benchmark": "throughput", "model": "embedded (chat)", "device": device_name(device), "rows": rows}
