@@ -32,6 +32,7 @@ from .training import (
     MaskedDiffusionTrainingArguments,
     diffutron_lora_config,
     format_instruction_dataset,
+    mix_corpus_blocks,
     pack_dataset,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "diffutron_lora_config",
     "format_instruction_dataset",
     "generation_preset",
+    "mix_corpus_blocks",
     "pack_dataset",
     "register_pipeline",
     "resolve_model_name",

@@ -20,7 +20,7 @@ from ..model_card import lora_settings
 from ..modeling_auto import AutoModelForMaskedDiffusion
 from .arguments import MaskedDiffusionTrainingArguments
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
-from .data import format_instruction_dataset, pack_dataset
+from .data import format_instruction_dataset, mix_corpus_blocks, pack_dataset
 from .lora import MODERNBERT_LORA_TARGETS, add_lora, diffutron_lora_config, merge_lora
 from .trainer import MaskedDiffusionTrainer
 
@@ -34,11 +34,18 @@ class RecipeArguments:
     validation_file: str | None = field(default=None, metadata={"help": "Held-out file of the same kind."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
     text_column: str = field(default="text", metadata={"help": "Text column of a JSON corpus."})
-    block_size: int = field(default=128, metadata={"help": "Pretraining: tokens per packed block."})
+    block_size: int = field(default=128, metadata={"help": "Pretraining and SFT replay: tokens per packed block."})
     max_length: int | None = field(default=None, metadata={"help": "SFT: longest row, in tokens."})
     truncate: bool = field(default=False, metadata={"help": "SFT: cut rows longer than max_length."})
     pad_answer_to: int | None = field(
         default=None, metadata={"help": "SFT: pad each answer with scored EOS tokens to this length (LLaDA's SFT)."}
+    )
+    replay_file: str | None = field(
+        default=None,
+        metadata={"help": "SFT: a text corpus whose packed blocks are mixed into the rows (keeps language)."},
+    )
+    replay_ratio: float = field(
+        default=0.0, metadata={"help": "SFT: corpus blocks per instruction row (with replay_file)."}
     )
     tasks: str | None = field(default=None, metadata={"help": "SFT: comma-separated `task` values to keep."})
     exclude_tasks: str | None = field(default=None, metadata={"help": "SFT: comma-separated `task` values to drop."})
@@ -51,6 +58,21 @@ class RecipeArguments:
         default=",".join(MODERNBERT_LORA_TARGETS), metadata={"help": "Comma-separated module names to adapt."}
     )
     merge_lora: bool = field(default=True, metadata={"help": "Save the merged model (else only the adapter)."})
+
+    def __post_init__(self) -> None:
+        if not self.replay_ratio >= 0:
+            raise ValueError(
+                f"`replay_ratio` must be >= 0 (corpus blocks per instruction row), got {self.replay_ratio!r}."
+            )
+        if (self.replay_file is None) != (self.replay_ratio == 0):
+            raise ValueError(
+                "`replay_file` and `replay_ratio` go together: a corpus file and a ratio > 0 (corpus blocks per "
+                f"instruction row), or neither; got replay_file={self.replay_file!r}, replay_ratio={self.replay_ratio!r}."
+            )
+
+
+#: Recipe fields that only instruction tuning reads; set for pretraining, they raise rather than be ignored.
+SFT_ONLY_FIELDS = ("max_length", "truncate", "pad_answer_to", "replay_file", "tasks", "exclude_tasks")
 
 
 def _load_rows(path: str, limit: int | None) -> Dataset:
@@ -118,6 +140,11 @@ def _train_and_save(
 
 def run_pretraining(recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments) -> dict[str, Any]:
     """Pretrain (or continue pretraining, e.g. with `lora=True`) on a corpus packed into `block_size` blocks."""
+    sft_only = {name: getattr(recipe, name) for name in SFT_ONLY_FIELDS if getattr(recipe, name) not in (None, False)}
+    if sft_only:
+        raise ValueError(
+            f"{sorted(sft_only)} apply to instruction tuning only; pretraining would ignore them: {sft_only}."
+        )
     model, tokenizer = _model_and_tokenizer(recipe)
     train = pack_dataset(_load_rows(recipe.train_file, recipe.limit), tokenizer, recipe.block_size,
                          text_column=recipe.text_column)  # fmt: skip
@@ -139,6 +166,10 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
     formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
     train = format_instruction_dataset(rows, tokenizer, **formatting)
+    if recipe.replay_file:
+        blocks = pack_dataset(_load_rows(recipe.replay_file, None), tokenizer, recipe.block_size,
+                              text_column=recipe.text_column)  # fmt: skip
+        train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     evaluation = None
     if recipe.validation_file:
         held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe)
