@@ -9,12 +9,17 @@ that sends `torch.nn.functional.linear` there when the input and weight are floa
 every other call runs unchanged. Decoding enters it for CPU float32 models only, and never under
 `torch.use_deterministic_algorithms(True)`. The two kernels sum in different orders, so logits may differ in the last
 bits and a greedy near-tie may be decided differently (random weights with a large vocabulary have many near-ties).
+
+For bfloat16 the default kernel already is oneDNN's; what it lacks is a weight laid out for it. The mode then routes
+only the output head, through a copy of its weight that oneDNN reordered into its blocked layout once, at the start
+of the decoding call: 16 rows against mmBERT's head take 20 ms instead of 41 (same values, bit for bit, on this
+machine), for a reorder of about 120 ms and a temporary copy of the head (393 MB for mmBERT) while decoding runs.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +38,26 @@ def _available() -> bool:
 
 _ONEDNN_LINEAR = _available()
 
+#: The output head is packed for oneDNN only when it is this large (elements) and decoding runs this many steps:
+#: the reorder (about 120 ms for mmBERT's 197M-element head) pays for itself after about six steps.
+PACK_MIN_ELEMENTS = 1 << 22
+PACK_MIN_STEPS = 8
+
+
+class PackedWeight(NamedTuple):
+    """A linear layer's weight and its copy in oneDNN's blocked layout."""
+
+    weight: torch.Tensor
+    packed: torch.Tensor
+
 
 class OneDNNLinearMode(TorchFunctionMode):
     """Route float32 CPU `F.linear` calls without autograd to oneDNN's kernel; leave every other call alone.
+
+    Args:
+        float32 (`bool`): route float32 calls (the default).
+        packed_weights (sequence of [`PackedWeight`], *optional*): calls with one of these weights use its packed
+            copy (any dtype oneDNN packed it in), however `float32` is set.
 
     Example:
 
@@ -52,35 +74,51 @@ class OneDNNLinearMode(TorchFunctionMode):
     ```
     """
 
+    def __init__(self, *, float32: bool = True, packed_weights: tuple[PackedWeight, ...] = ()) -> None:
+        super().__init__()
+        self.float32 = float32
+        self.packed = {id(entry.weight): entry for entry in packed_weights}
+
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if func is F.linear and _ONEDNN_LINEAR:
             hidden, weight = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if _suits_onednn(hidden, weight, bias):
+            entry = self.packed.get(id(weight))
+            if entry is not None and entry.weight is weight and _suits_onednn(hidden, weight, bias, weight.dtype):
+                return _onednn_linear(func, hidden, weight, bias, kernel_weight=entry.packed)
+            if self.float32 and _suits_onednn(hidden, weight, bias, torch.float32):
                 return _onednn_linear(func, hidden, weight, bias)
         return func(*args, **kwargs)
 
 
-def _suits_onednn(hidden: Any, weight: Any, bias: Any) -> bool:
+def _suits_onednn(hidden: Any, weight: Any, bias: Any, dtype: torch.dtype) -> bool:
     return (
         not torch.is_grad_enabled()
         and type(hidden) is torch.Tensor
         and type(weight) in (torch.Tensor, torch.nn.Parameter)
         and hidden.device.type == "cpu"
-        and hidden.dtype == torch.float32
-        and weight.dtype == torch.float32
+        and hidden.dtype == dtype
+        and weight.dtype == dtype
         and weight.dim() == 2
         and hidden.numel() > 0
-        and (bias is None or bias.dtype == torch.float32)
+        and (bias is None or bias.dtype == dtype)
     )
 
 
-def _onednn_linear(func: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _onednn_linear(
+    func: Any,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     global _ONEDNN_LINEAR
     flat = hidden.reshape(-1, hidden.shape[-1]).contiguous()
     try:
-        output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
+        output = torch.ops.mkldnn._linear_pointwise(
+            flat, weight if kernel_weight is None else kernel_weight, bias, "none", [], ""
+        )
     except (RuntimeError, TypeError) as error:  # a private operator: if a PyTorch release changes it, use F.linear
         logger.warning("oneDNN's linear kernel failed (%s); decoding falls back to torch's default.", error)
         _ONEDNN_LINEAR = False
@@ -88,8 +126,9 @@ def _onednn_linear(func: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: 
     return output.view(*hidden.shape[:-1], weight.shape[0])
 
 
-def onednn_linear_mode(model: torch.nn.Module) -> AbstractContextManager:
-    """[`OneDNNLinearMode`] for a float32 model on a CPU (when PyTorch has oneDNN), else a no-op context.
+def onednn_linear_mode(model: torch.nn.Module, *, steps: int = 0, rows: int = 1) -> AbstractContextManager:
+    """[`OneDNNLinearMode`] for a float32 model on a CPU (when PyTorch has oneDNN); for a bfloat16 model decoding at
+    least `PACK_MIN_STEPS` steps, the mode with its output head packed (for `rows` rows per call); else a no-op context.
 
     Models whose encoder was compiled with `torch.compile` are left to the compiler, and under PyTorch's own switch
     for exact results, `torch.use_deterministic_algorithms(True)`, nothing is substituted: oneDNN sums in another
@@ -102,11 +141,34 @@ def onednn_linear_mode(model: torch.nn.Module) -> AbstractContextManager:
         or torch.are_deterministic_algorithms_enabled()
         or parameter is None
         or parameter.device.type != "cpu"
-        or parameter.dtype != torch.float32
         or compiled
     ):
         return nullcontext()
-    return OneDNNLinearMode()
+    if parameter.dtype == torch.float32:
+        return OneDNNLinearMode()
+    if parameter.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
+        head = _packed_head(model, rows)
+        if head is not None:
+            return OneDNNLinearMode(float32=False, packed_weights=(head,))
+    return nullcontext()
 
 
-__all__ = ["OneDNNLinearMode", "onednn_linear_mode"]
+def _packed_head(model: torch.nn.Module, rows: int) -> PackedWeight | None:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if (
+        not isinstance(head, torch.nn.Linear)
+        or weight.dtype != torch.bfloat16
+        or weight.numel() < PACK_MIN_ELEMENTS
+        or not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
+        return None
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
+    except (AttributeError, RuntimeError, TypeError) as error:  # a private operator: if it changes, use F.linear
+        logger.warning("oneDNN could not pack the output head (%s); decoding uses torch's default.", error)
+        return None
+    return PackedWeight(weight, packed)
+
+
+__all__ = ["OneDNNLinearMode", "PackedWeight", "onednn_linear_mode"]

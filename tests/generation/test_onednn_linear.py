@@ -103,3 +103,65 @@ def test_deterministic_mode_decodes_with_pytorchs_own_kernels(kernel_calls):
     assert out.history[-1][0, 4:].tolist() == expected
     model.generate(torch.tensor([prompt]), **settings)
     assert kernel_calls  # outside the switch, float32 CPU decoding does take the oneDNN route
+
+
+needs_bf16 = pytest.mark.skipif(
+    not (onednn._ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    reason="oneDNN has no bfloat16 kernels on this CPU",
+)
+
+
+@needs_bf16
+def test_bfloat16_decoding_packs_only_the_head_and_keeps_the_tokens(kernel_calls, monkeypatch):
+    """A bfloat16 model decodes with its output head packed for oneDNN (the encoder's linears stay on torch's
+    default); tokens and the order they are committed in equal plain decoding, with the authors' loop as the third witness."""
+    from conftest import EOS, MASK
+    from reference_sampler import reference_generate
+
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    prompt = [10, 11, 12, 13]
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
+    monkeypatch.setattr(onednn, "PACK_MIN_ELEMENTS", 0)  # the tiny head is far below the real threshold
+    packed = model.generate(torch.tensor([prompt]), output_history=True, **settings)
+    hidden = model.config.hidden_size
+    assert kernel_calls and all(shape[1] == hidden for shape in kernel_calls)
+    assert len(kernel_calls) == packed.nfe  # one head call per forward pass, nothing else routed
+    kernel_calls.clear()
+    monkeypatch.setattr(onednn, "PACK_MIN_STEPS", 10**6)  # now too few steps to pack: torch's own linear
+    plain = model.generate(torch.tensor([prompt]), output_history=True, **settings)
+    assert kernel_calls == []
+    assert torch.equal(packed.sequences, plain.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(packed.history, plain.history, strict=True))  # same order
+    expected = reference_generate(model, [prompt], mask_id=MASK, eos_id=EOS, **settings)[0, 4:20].tolist()
+    assert packed.sequences[0, 4:].tolist() == expected
+
+
+@needs_bf16
+def test_the_head_is_not_packed_when_it_would_not_pay_or_exactness_is_asked(monkeypatch):
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    plain = type(onednn_linear_mode(nn.Identity()))
+    assert isinstance(onednn_linear_mode(model, steps=64), plain)  # a small head: nothing to gain
+    monkeypatch.setattr(onednn, "PACK_MIN_ELEMENTS", 0)
+    assert isinstance(onednn_linear_mode(model, steps=4), plain)  # fewer steps than the reorder costs
+    mode = onednn_linear_mode(model, steps=64, rows=8)
+    assert isinstance(mode, OneDNNLinearMode) and not mode.float32
+    assert [entry.weight for entry in mode.packed.values()] == [model.get_output_embeddings().weight]
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert isinstance(onednn_linear_mode(model, steps=64), plain)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_low_precision_greedy_proposals_match_their_own_argmax():
+    """On a CPU, bfloat16/float16 logits are compared in float32 (faster there): same index, first maximum on ties."""
+    from transformers_mdlm.generation.logits import propose_tokens
+
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16):
+        logits = torch.randn(6, 5000).to(dtype)
+        logits[:, 4000] = logits[:, 17] = 50.0  # a tie: the first index wins
+        logits[3, 9] = float("inf")
+        proposals = propose_tokens(logits, temperature=0.0)
+        assert torch.equal(proposals, logits.argmax(dim=-1))
+        assert proposals.tolist() == [17, 17, 17, 9, 17, 17]

@@ -91,6 +91,10 @@ def propose_tokens(
     `softmax(logits / temperature)`; low-precision Gumbel noise is known to hurt masked diffusion samples.
     """
     if temperature == 0:
+        if logits.device.type == "cpu" and logits.dtype in (torch.bfloat16, torch.float16):
+            # Same index (the conversion is exact and ties go to the first maximum in both dtypes); PyTorch's CPU
+            # argmax is several times faster in float32 (32 x 256,000 bfloat16 logits: 14.7 vs 3.9 ms).
+            return logits.float().argmax(dim=-1)
         return logits.argmax(dim=-1)
     logits64 = logits.to(torch.float64)
     uniform = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)

@@ -260,7 +260,10 @@ class MaskedDiffusionGenerationMixin:
         with ExitStack() as stack:
             if cache is not None:
                 stack.enter_context(dual_cache_attention_enabled(self))
-            stack.enter_context(onednn_linear_mode(self))  # float32 on a CPU: oneDNN's linear kernel
+            # On a CPU: oneDNN's linear kernel for float32, a packed output head for bfloat16.
+            region = int(canvas.region_length.max())
+            rows = canvas.tokens.shape[0] * max(1, min(config.block_length or region, region))
+            stack.enter_context(onednn_linear_mode(self, steps=config.steps, rows=rows))
             result = denoise(
                 self,
                 canvas,
