@@ -121,13 +121,19 @@ def training_table(log: dict) -> dict:
     bounds = {key.removeprefix("bound_after_"): value for key, value in log.items() if key.startswith("bound_after_")}
     total = sum(value["wall_seconds"] for value in stages.values()) + sum(v["seconds"] for v in bounds.values())
     table = {
-        "recipe": "`python examples/train_embedded_model.py` (tokenizer, pretraining from scratch, SFT stage 1 "
-        "on the linguistic tasks and sentence continuations, SFT stage 2 on a rebalanced mix)",
+        "recipe": "`python examples/train_embedded_model.py` (tokenizer, pretraining from scratch, a second shorter "
+        "pretraining cycle (warm restart, `pretrain2`) when the log has one, SFT stage 1 on the linguistic tasks and "
+        "sentence continuations, SFT stage 2 on a rebalanced mix)",
         "wall time per stage (s)": ", ".join(f"{k} {v['wall_seconds']}" for k, v in stages.items()),
         "total wall time": f"{total / 60:.0f} min on 2 CPU cores (with the bound measurements)",
         "tokenizer": "byte-pair, 8,000 pieces, SentencePiece-style word starts, trained with `tokenizers` on the corpus",
         "objective": "MDLM, linear schedule, 1/t weighting, per-sequence normalisation, bf16 autocast; SFT answers "
-        "padded with scored EOS to 64 tokens",
+        "padded with scored EOS to 64 tokens"
+        + (
+            f"; SFT rows mixed with packed corpus blocks ({log['replay_ratio']} per instruction row, scored whole)"
+            if log.get("replay_ratio")
+            else ""
+        ),
     }
     for stage, value in bounds.items():
         table[f"bound after {stage} (bits/char, {value['num_samples']} samples)"] = (

@@ -227,6 +227,7 @@ def main() -> None:
     answers = GENERATION_DEFAULTS["max_new_tokens"]
     # Replay: packed corpus blocks mixed into both SFT stages, so that instruction tuning keeps the language.
     replay = {"replay_file": corpus.train_file, "replay_ratio": args.replay_ratio, "block_size": args.block_size}
+    log["replay_ratio"] = args.replay_ratio
     if not args.replay_ratio:
         replay = {}
     stage1 = run_stage(
