@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=4000)
     parser.add_argument("--continue-steps", type=int, default=1500, help="second pretraining cycle (warm restart)")
     parser.add_argument("--replay-ratio", type=float, default=0.5, help="SFT: corpus blocks per instruction row")
-    parser.add_argument("--sft1-steps", type=int, default=500)
+    parser.add_argument("--sft1-steps", type=int, default=500, help="0 skips stage 1")
     parser.add_argument("--sft2-steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
@@ -230,13 +230,15 @@ def main() -> None:
     log["replay_ratio"] = args.replay_ratio
     if not args.replay_ratio:
         replay = {}
-    stage1 = run_stage(
-        "sft1", work, log, run_instruction_tuning,
-        RecipeArguments(model=str(chat_ready), train_file=str(stage_data["sft1"]), max_length=256, truncate=True,
-                        pad_answer_to=answers, **replay),
-        max_steps=args.sft1_steps, learning_rate=5e-4, warmup_steps=50, per_device_train_batch_size=16,
-    )  # fmt: skip
-    measure_bound(stage1, data, log, "sft1", args.bound_samples)
+    stage1 = chat_ready  # `--sft1-steps 0`: stage 2 only, starting from the pretrained model
+    if args.sft1_steps:
+        stage1 = run_stage(
+            "sft1", work, log, run_instruction_tuning,
+            RecipeArguments(model=str(chat_ready), train_file=str(stage_data["sft1"]), max_length=256, truncate=True,
+                            pad_answer_to=answers, **replay),
+            max_steps=args.sft1_steps, learning_rate=5e-4, warmup_steps=50, per_device_train_batch_size=16,
+        )  # fmt: skip
+        measure_bound(stage1, data, log, "sft1", args.bound_samples)
     stage2 = run_stage(
         "sft2", work, log, run_instruction_tuning,
         RecipeArguments(model=str(stage1), train_file=str(stage_data["sft2"]), max_length=256, truncate=True,

@@ -38,8 +38,9 @@ VALIDATION_PROMPTS = [
     "Aşağıdaki metin için kısa ve açıklayıcı bir başlık yazın.\n\nBugün meclisin yeni toplanma yılını açıyorum. "
     "Milletimizin değerli vekillerini saygıyla selamlarım.",
 ]
+#: Every setting names `suppress_tokens`, so that none inherits what the model's saved config suppresses.
 BASE = {"max_new_tokens": 64, "steps": 64, "block_length": 32, "temperature": 0.0, "repetition_penalty": 1.2,
-        "remasking": "low_confidence"}  # fmt: skip
+        "remasking": "low_confidence", "suppress_tokens": None}  # fmt: skip
 #: One factor at a time around `BASE`, then a few combinations. `"suppress EOS"` stands for `suppress_tokens=[EOS id]`:
 #: the model learnt to fill the rest of its canvas with EOS, and EOS, certain at the end, is committed first and can eat
 #: the whole answer under low-confidence remasking; suppressed, answers end at the `[/Answer]` stop string instead.
