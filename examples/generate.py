@@ -36,11 +36,10 @@ def main() -> None:
     mask = pipe.tokenizer.mask_token
     print("infilling:", pipe(f"Ankara Türkiye'nin {mask} şehridir.", steps=2)[0]["generated_text"])
 
-    print(
-        f"\nthe chat answer, denoised in {len(record['history']) - 1} steps (every 8th shown, {mask} = still masked):"
-    )
+    every = max(1, (len(record["history"]) - 1) // 8)  # about 8 frames, whatever the number of steps
+    print(f"\nthe chat answer, denoised in {len(record['history']) - 1} steps ({mask} = still masked):")
     for step, frame in enumerate(record["history"]):
-        if step % 8 == 0 or step == len(record["history"]) - 1:
+        if step % every == 0 or step == len(record["history"]) - 1:
             answer = frame.split("[Answer]")[-1].strip().replace("\n", " ")
             print(f"  step {step:3d}: {answer[:150]}")
 

@@ -87,9 +87,12 @@ def test_dual_cache_and_threshold_keep_most_of_the_embedded_models_decoding():
         same["dual"] += int((cached == exact).sum())
         same["threshold"] += int((fast.sequences[0, ids.shape[1] :] == exact).sum())
     total = 64 * len(prompts)
-    assert same["dual"] / total >= 0.45  # measured 57%
-    assert same["threshold"] / total >= 0.35  # measured 49%
-    assert passes / total <= 0.5  # measured 0.375 forward passes per token
+    # Model v3: dual 32%, threshold 73% at 0.78 forward passes per token (v1: 57%, 49%, 0.375). Unrelated decodes
+    # agree far less: the exact decode of another prompt 5%, the same prompt decoded in random order 13%; a broken
+    # cache would fall to that level.
+    assert same["dual"] / total >= 0.25
+    assert same["threshold"] / total >= 0.5
+    assert passes / total <= 0.85
 
 
 def test_an_adapter_on_the_embedded_model_records_its_alias(tmp_path):

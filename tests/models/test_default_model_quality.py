@@ -1,11 +1,11 @@
 """Quality floors of the embedded model, on prompts it was not tuned on.
 
-The floors are what model v2 reaches (measured values in the comments), set where the first embedded model fails every
-test (run on it: all its chat answers opened with an exam-option letter, none met the chat criteria, 2 of 6
-completions looped, its bound was 0.926x the unigram model's). They are below issue 14's goals (every
-answer meeting the criteria, a bound <= 0.75x): raise them with the model. The prompts are the model card's
-(`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its decoding
-(that used `examples/tune_embedded_decoding.py`'s own prompts).
+The floors are what model v3 reaches (measured values in the comments), set where model v2 fails three of them (its
+bound was 0.870x the unigram model's, 3 of 12 answers met the chat criteria, 75% of their words were corpus words) and
+the first embedded model fails every test (all its chat answers opened with an exam-option letter). They are below
+issue 14's goals (every answer meeting the criteria, a bound <= 0.75x): raise them with the model. The prompts are the
+model card's (`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its
+decoding (that used `examples/tune_embedded_decoding.py`'s own prompts).
 """
 
 from __future__ import annotations
@@ -48,15 +48,15 @@ def answers() -> dict[str, list[str]]:
 def test_no_chat_answer_opens_with_an_option_letter_or_loops(answers):
     checks = [check_answer(reply) for reply in answers["chat"]]
     assert not any(check.opens_with_option_letter for check in checks), answers["chat"]  # v1: 12 of 12
-    assert sum(has_loop(reply) for reply in answers["chat"]) <= 2, answers["chat"]  # v2: 1 of 12
+    assert sum(has_loop(reply) for reply in answers["chat"]) <= 2, answers["chat"]  # v3: 1 of 12, v2: 1
 
 
 @needs_corpus
 def test_some_chat_answers_meet_every_criterion(answers):
     vocabulary = corpus_vocabulary((SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines())
     checks = [check_answer(reply, vocabulary) for reply in answers["chat"]]
-    assert sum(check.passes for check in checks) >= 2, [c.problems() for c in checks]  # v2: 3 of 12; v1: 0
-    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.6  # v2: 75%, v1: 73%
+    assert sum(check.passes for check in checks) >= 4, [c.problems() for c in checks]  # v3: 5 of 12; v2: 3; v1: 0
+    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.85  # v3: 94%, v2: 75%, v1: 73%
 
 
 @needs_corpus
@@ -72,4 +72,4 @@ def test_the_bound_on_validation_beats_the_unigram_model():
     train = (SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines()
     bound = corpus_evidence_bound(model, tokenizer, validation, num_samples=8, seed=0)
     unigram = unigram_bound(tokenizer, train, validation)
-    assert bound.bits_per_character / unigram.bits_per_character <= 0.9  # v2: 0.870 (8 samples), v1: 0.926 (32)
+    assert bound.bits_per_character / unigram.bits_per_character <= 0.82  # v3: 0.785, v2: 0.870 (8 samples)
