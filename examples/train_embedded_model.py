@@ -172,7 +172,7 @@ def install(stage2: Path, install: Path) -> None:
     PreTrainedTokenizerFast.from_pretrained(stage2).save_pretrained(install)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="../shared/data/turkish")
     parser.add_argument("--work-dir", default="outputs/embedded")
@@ -190,8 +190,11 @@ def main() -> None:
     parser.add_argument("--sft2-steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     data, work = Path(args.data_dir), Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "recipe_log.json"
