@@ -6,7 +6,7 @@ weight. On the project's AMD EPYC, 16 rows against mmBERT's 256,000 x 768 head t
 through oneDNN's linear kernel (the one `torch.compile` uses for CPU linears); the encoder's linears gain 7-20%.
 [`OneDNNLinearMode`] is a `torch.overrides.TorchFunctionMode` (PyTorch's extension point for rerouting functions)
 that sends `torch.nn.functional.linear` there when the input and weight are float32 on the CPU and autograd is off;
-every other call runs unchanged. Decoding enters it for CPU float32 models only, and never under
+every other call runs unchanged. Decoding enters it for CPU float32 and bfloat16 models (below), and never under
 `torch.use_deterministic_algorithms(True)`. The two kernels sum in different orders, so logits may differ in the last
 bits and a greedy near-tie may be decided differently (random weights with a large vocabulary have many near-ties).
 
@@ -156,14 +156,11 @@ def onednn_linear_mode(model: torch.nn.Module, *, steps: int = 0, rows: int = 1)
 def _packed_head(model: torch.nn.Module, rows: int) -> PackedWeight | None:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(head, "weight", None)
-    if (
-        not isinstance(head, torch.nn.Linear)
-        or weight.dtype != torch.bfloat16
-        or weight.numel() < PACK_MIN_ELEMENTS
-        or not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    ):
+    if not isinstance(head, torch.nn.Linear) or weight.dtype != torch.bfloat16 or weight.numel() < PACK_MIN_ELEMENTS:
         return None
     try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # no bfloat16 kernels on this CPU
+            return None
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
     except (AttributeError, RuntimeError, TypeError) as error:  # a private operator: if it changes, use F.linear
         logger.warning("oneDNN could not pack the output head (%s); decoding uses torch's default.", error)
