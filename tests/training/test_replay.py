@@ -56,8 +56,11 @@ def test_blocks_join_the_instructions_fully_scored_with_their_own_noise():
 def test_mix_corpus_blocks_bad_input():
     tokenizer = make_tiny_tokenizer()
     instructions, blocks = _instructions(tokenizer), _blocks(tokenizer)
-    for ratio in (0, -1, float("nan"), True, "0.5"):
+    for ratio in (0, -1, float("nan"), float("inf"), 0.01):  # 0.01 x 10 rows rounds to no block at all
         with pytest.raises(ValueError, match="`ratio`"):
+            mix_corpus_blocks(instructions, blocks, ratio=ratio)
+    for ratio in (True, "0.5", None):
+        with pytest.raises(TypeError, match="`ratio`"):
             mix_corpus_blocks(instructions, blocks, ratio=ratio)
     with pytest.raises(ValueError, match=f"corpus has {len(blocks)}"):
         mix_corpus_blocks(instructions, blocks, ratio=len(blocks))

@@ -166,7 +166,7 @@ def mix_corpus_blocks(instructions: Dataset, blocks: Dataset, ratio: float, *, s
         instructions (`Dataset`): rows from [`format_instruction_dataset`] (`input_ids`, `prompt_length`, `sample_id`).
         blocks (`Dataset`): rows from [`pack_dataset`] (`input_ids`, `sample_id`).
         ratio (`float`): corpus blocks per instruction row; `round(ratio * len(instructions))` blocks are drawn
-            without replacement (a `ValueError` if the corpus has fewer).
+            without replacement (a `ValueError` if that is none, or more than the corpus has).
         seed (`int`): which blocks are drawn.
 
     Returns:
@@ -183,16 +183,18 @@ def mix_corpus_blocks(instructions: Dataset, blocks: Dataset, ratio: float, *, s
     """
     _check_dataset(instructions, (("input_ids", "prompt_length", "sample_id"),), "instruction")
     _check_dataset(blocks, (("input_ids", "sample_id"),), "corpus block")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < float("inf"):
-        raise ValueError(f"`ratio` (corpus blocks per instruction row) must be a number > 0, got {ratio!r}.")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise TypeError(f"`ratio` (corpus blocks per instruction row) must be a number, got {type(ratio).__name__}.")
+    if not 0 < ratio < float("inf"):
+        raise ValueError(f"`ratio` (corpus blocks per instruction row) must be a finite number > 0, got {ratio!r}.")
     wanted = round(ratio * len(instructions))
+    if wanted == 0:  # a ratio that adds nothing is a setting ignored: say so
+        raise ValueError(f"`ratio`={ratio} draws no block for {len(instructions)} instruction rows; raise it.")
     if wanted > len(blocks):
         raise ValueError(
             f"`ratio`={ratio} asks for {wanted} corpus blocks for {len(instructions)} instruction rows; the corpus has "
             f"{len(blocks)}. Lower the ratio or use a larger corpus (or smaller blocks)."
         )
-    if wanted == 0:
-        return instructions
     offset = max(instructions["sample_id"]) + 1
     drawn = blocks.shuffle(seed=seed).select(range(wanted))
     drawn = drawn.map(
