@@ -8,6 +8,7 @@ process records the sample ids it was fed; the main process saves the final weig
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -22,6 +23,10 @@ from transformers_mdlm.training.recipe import finish_distributed  # noqa: E402
 
 
 def main(output_dir: str, per_device_batch: int) -> None:
+    if os.environ.get("LOCAL_RANK") is not None:
+        # A run of this size takes about 10 s. One CI run hung after training (stop 12, cause not found): a process
+        # still alive after 180 s (also one stuck at interpreter exit) prints every thread's stack to stderr and exits.
+        faulthandler.dump_traceback_later(180, exit=True)
     torch.set_num_threads(1)
     model = small_model()
     args = MaskedDiffusionTrainingArguments(
