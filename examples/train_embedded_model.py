@@ -232,27 +232,23 @@ def main() -> None:
     if not (chat_ready / "config.json").exists():
         add_chat_markers(pretrained, chat_ready)
     stage_data = build_stage_data(data, work / "data")
-    answers = GENERATION_DEFAULTS["max_new_tokens"]
-    # Replay: packed corpus blocks mixed into both SFT stages, so that instruction tuning keeps the language.
-    replay = {"replay_file": corpus.train_file, "replay_ratio": args.replay_ratio, "block_size": args.block_size}
+    # Replay: packed corpus blocks mixed into the SFT stages, so that instruction tuning keeps the language.
+    replay = {"replay_file": corpus.train_file, "replay_ratio": args.replay_ratio} if args.replay_ratio else {}
     log["replay_ratio"] = args.replay_ratio
-    if not args.replay_ratio:
-        replay = {}
+
+    def instruction_tuning(name: str, start: Path, steps: int, learning_rate: float, warmup_steps: int) -> Path:
+        recipe = RecipeArguments(
+            model=str(start), train_file=str(stage_data[name]), max_length=256, truncate=True,
+            pad_answer_to=GENERATION_DEFAULTS["max_new_tokens"], block_size=args.block_size, **replay,
+        )  # fmt: skip
+        return run_stage(name, work, log, run_instruction_tuning, recipe, max_steps=steps, learning_rate=learning_rate,
+                         warmup_steps=warmup_steps, per_device_train_batch_size=16)  # fmt: skip
+
     stage1 = chat_ready  # `--sft1-steps 0`: stage 2 only, starting from the pretrained model
     if args.sft1_steps:
-        stage1 = run_stage(
-            "sft1", work, log, run_instruction_tuning,
-            RecipeArguments(model=str(chat_ready), train_file=str(stage_data["sft1"]), max_length=256, truncate=True,
-                            pad_answer_to=answers, **replay),
-            max_steps=args.sft1_steps, learning_rate=5e-4, warmup_steps=50, per_device_train_batch_size=16,
-        )  # fmt: skip
+        stage1 = instruction_tuning("sft1", chat_ready, args.sft1_steps, 5e-4, 50)
         measure_bound(stage1, data, log, "sft1", args.bound_samples)
-    stage2 = run_stage(
-        "sft2", work, log, run_instruction_tuning,
-        RecipeArguments(model=str(stage1), train_file=str(stage_data["sft2"]), max_length=256, truncate=True,
-                        pad_answer_to=answers, **replay),
-        max_steps=args.sft2_steps, learning_rate=3e-4, warmup_steps=30, per_device_train_batch_size=16,
-    )  # fmt: skip
+    stage2 = instruction_tuning("sft2", stage1, args.sft2_steps, 3e-4, 30)
     measure_bound(stage2, data, log, "sft2", args.bound_samples)
     log_path.write_text(json.dumps(log, indent=2, default=str))
 

@@ -260,9 +260,9 @@ class MaskedDiffusionGenerationMixin:
         with ExitStack() as stack:
             if cache is not None:
                 stack.enter_context(dual_cache_attention_enabled(self))
-            # On a CPU: oneDNN's linear kernel for float32, a packed output head for bfloat16.
-            region = int(canvas.region_length.max())
-            rows = canvas.tokens.shape[0] * max(1, min(config.block_length or region, region))
+            # On a CPU: oneDNN's linear kernel for float32, a packed output head for bfloat16 (packed for about the
+            # rows a step scores; a hint only, read from shapes so that no device sync is needed).
+            rows = canvas.tokens.shape[0] * (config.block_length or canvas.tokens.shape[1])
             stack.enter_context(onednn_linear_mode(self, steps=config.steps, rows=rows))
             result = denoise(
                 self,
