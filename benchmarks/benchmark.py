@@ -17,7 +17,8 @@ model (vocabulary 256,000, hidden 768, 22 layers) without slow initialisation; `
 embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--compile` compiles the encoder with
 `torch.compile` (both methods use it); `--static-shapes` adds a row with `static_shapes=True`, and `--compile-step`
 makes that row compile its step with `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs on a GPU);
-`--new-tokens N` decodes N tokens in N steps, `--batch-sizes 1` skips batch 4; `--settings` picks the decoding
+`--new-tokens N` decodes N tokens in N steps, `--block-length N` sets the block length, `--batch-sizes 1` skips
+batch 4; `--settings` picks the decoding
 (Diffutron's short answers without or with the repetition penalty, or the authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and `throughput`
 measures chat answers per second at batch 1, 4 and 16 (both in `decoding_speed.py`); `training` measures tokens per
 second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables
@@ -145,6 +146,8 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
     if args.new_tokens:  # one step per token, blocks of at most 32, as Diffutron's short answers
         settings.update(max_new_tokens=args.new_tokens, steps=args.new_tokens,
                         block_length=min(settings["block_length"], args.new_tokens))  # fmt: skip
+    if args.block_length:
+        settings["block_length"] = args.block_length
     rows = []
     for batch in args.batch_sizes or (1, len(prompts)):
         chosen = prompts[:batch]
@@ -286,6 +289,7 @@ def main() -> None:
     parser.add_argument("--static-shapes", action="store_true", help="add a static-shapes row (generation)")
     parser.add_argument("--new-tokens", type=int, help="generation: new tokens (= steps) instead of the settings'")
     parser.add_argument("--batch-sizes", type=int, nargs="+", choices=[1, 2, 3, 4], help="generation: default 1 4")
+    parser.add_argument("--block-length", type=int, help="generation: block length instead of the settings' (32)")
     parser.add_argument(
         "--compile-step", action="store_true",
         help="the static-shapes row compiles its step: compile_config=CompileConfig(mode='reduce-overhead')",

@@ -38,9 +38,9 @@ VALIDATION_PROMPTS = [
     "Aşağıdaki metin için kısa ve açıklayıcı bir başlık yazın.\n\nBugün meclisin yeni toplanma yılını açıyorum. "
     "Milletimizin değerli vekillerini saygıyla selamlarım.",
 ]
-#: Every setting names `suppress_tokens`, so that none inherits what the model's saved config suppresses.
+#: Every setting names `suppress_tokens` and `no_repeat_ngram_size`, so that none inherits the model's saved config.
 BASE = {"max_new_tokens": 64, "steps": 64, "block_length": 32, "temperature": 0.0, "repetition_penalty": 1.2,
-        "remasking": "low_confidence", "suppress_tokens": None}  # fmt: skip
+        "remasking": "low_confidence", "suppress_tokens": None, "no_repeat_ngram_size": 0}  # fmt: skip
 #: One factor at a time around `BASE`, then a few combinations. `"suppress EOS"` stands for `suppress_tokens=[EOS id]`:
 #: the model learnt to fill the rest of its canvas with EOS, and EOS, certain at the end, is committed first and can eat
 #: the whole answer under low-confidence remasking; suppressed, answers end at the `[/Answer]` stop string instead.
@@ -59,7 +59,15 @@ CANDIDATES = {
     "suppress EOS, blocks of 8, penalty 1.5": {"suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5},
     "suppress EOS, margin remasking": {"suppress_tokens": "eos", "remasking": "margin"},
     "suppress EOS, temperature 0.3": {"suppress_tokens": "eos", "temperature": 0.3},
-}
+    # transformers' `no_repeat_ngram_size`: with blocks of 8 and 64 steps one token is committed per step, so no
+    # n-gram of that many tokens occurs twice in the answer and its prompt.
+    "suppress EOS, blocks of 8, no repeated 3-grams": {"suppress_tokens": "eos", "block_length": 8,
+                                                       "no_repeat_ngram_size": 3},
+    "suppress EOS, blocks of 8, penalty 1.5, no repeated 3-grams": {
+        "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 3},
+    "suppress EOS, blocks of 8, penalty 1.5, no repeated 4-grams": {
+        "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 4},
+}  # fmt: skip
 
 
 def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:

@@ -25,6 +25,7 @@ _GENERATION_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("top_k", int, "top-k sampling"),
     ("top_p", float, "nucleus sampling"),
     ("repetition_penalty", float, "Diffutron's repetition penalty (1 = off)"),
+    ("no_repeat_ngram_size", int, "no n-gram of this many tokens twice in a row (0 = off)"),
     ("cfg_scale", float, "classifier-free guidance (0 = off)"),
     ("confidence_threshold", float, "parallel decoding threshold in (0, 1] (Fast-dLLM)"),
 )

@@ -111,6 +111,32 @@ def test_repetition_penalty_reduces_repeats():
     assert repeats(penalised) < repeats(plain)
 
 
+def _repeated_ngrams(tokens: list[int], size: int) -> int:
+    grams = [tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)]
+    return len(grams) - len(set(grams))
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_no_repeat_ngram_size_leaves_no_ngram_twice_with_one_token_per_step(size):
+    model = build_model(modernbert_config(), seed=3)
+    ids = torch.tensor([[0, 0, 10, 11, 12], [13, 10, 11, 12, 13]])  # left padding in the first row
+    attention_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    settings = dict(attention_mask=attention_mask, max_new_tokens=24, steps=24, block_length=8)
+    plain = model.generate(ids, **settings)
+    banned = model.generate(ids, no_repeat_ngram_size=size, **settings)
+    real_rows = [plain[0, 2:].tolist(), plain[1].tolist()]  # prompt and answer, without the padding
+    assert sum(_repeated_ngrams(row, size) for row in real_rows) > 0  # the plain decode repeats
+    real_rows = [banned[0, 2:].tolist(), banned[1].tolist()]
+    assert [_repeated_ngrams(row, size) for row in real_rows] == [0, 0]
+
+
+def test_no_repeat_ngram_size_one_gives_new_tokens_unlike_the_prompt_and_each_other():
+    model = build_model(modernbert_config(), seed=3)
+    out = model.generate(torch.tensor([[13, 10, 11, 12, 13]]), max_new_tokens=24, steps=24, no_repeat_ngram_size=1)
+    new = out[0, 5:].tolist()
+    assert len(set(new)) == 24 and not set(new) & {10, 11, 12, 13}
+
+
 def test_stop_on_eos_ends_rows_after_the_block_with_eos(fresh_modernbert):
     model = fresh_modernbert
     with torch.no_grad():
@@ -230,6 +256,8 @@ def counted_model(fresh_modernbert):
         ({"top_p": 1.2}, r"`top_p`.*\(0, 1\]"),
         ({"remasking": "confident"}, "`remasking`.*'low_confidence', 'random', 'margin', 'entropy'"),
         ({"cfg_scale": -0.5}, "`cfg_scale`.*>= 0"),
+        ({"no_repeat_ngram_size": -1}, "`no_repeat_ngram_size`.*>= 0"),
+        ({"no_repeat_ngram_size": 2.5}, "`no_repeat_ngram_size`"),
         ({"confidence_threshold": 0.0}, r"`confidence_threshold`.*\(0, 1\]"),
         ({"confidence_threshold": 2.0}, r"`confidence_threshold`.*\(0, 1\]"),
         ({"max_new_tokens": 200}, "128 positions"),

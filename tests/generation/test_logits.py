@@ -1,4 +1,4 @@
-"""Logit shaping: the reference penalty, top-k / top-p, Gumbel-max sampling and confidence rules."""
+"""Logit shaping: the reference penalty, n-gram bans, top-k / top-p, Gumbel-max sampling and confidence rules."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 from transformers_mdlm.generation.logits import (
     apply_repetition_penalty,
+    ban_repeated_ngrams,
     confidence_scores,
     filter_logits,
     propose_tokens,
@@ -42,6 +43,67 @@ def test_sparse_penalty_equals_the_dense_one_in_place():
     assert not torch.equal(dense, logits)  # the penalty did something
     in_place = logits.clone()
     assert apply_repetition_penalty(in_place, presence, 1.3, token_ids=tokens) is in_place
+
+
+def _banned(logits: torch.Tensor) -> list[list[list[int]]]:
+    return [[(row == float("-inf")).nonzero().flatten().tolist() for row in slots] for slots in logits]
+
+
+def test_ngram_bans_by_hand_at_every_place_of_the_ngram():
+    # Row: 5 6 7 _ 9 5 _ with masks at 3 and 6; "5 6 7" and "6 7 ..." are the known trigrams' material.
+    tokens = torch.tensor([[5, 6, 7, 0, 9, 5, 0]])
+    known = torch.tensor([[True, True, True, False, True, True, False]])
+    positions = torch.tensor([[3, 6]])
+    bigram = ban_repeated_ngrams(torch.zeros(1, 2, 12), tokens, known, positions, size=2)
+    # At 3: after 7 nothing was seen ("7 x" is new), before 9 nothing either; at 6: after 5 came 6 (banned).
+    assert _banned(bigram) == [[[], [6]]]
+    # A middle place: 5 _ 7 is known at 0..2 (5 6 7), so "5 x 7" bans x = 6 at position 1 of a new row.
+    tokens = torch.tensor([[5, 6, 7, 8, 5, 0, 7]])
+    known = torch.tensor([[True, True, True, True, True, False, True]])
+    trigram = ban_repeated_ngrams(torch.zeros(1, 1, 12), tokens, known, torch.tensor([[5]]), size=3)
+    assert _banned(trigram) == [[[6]]]
+    # The window's other places must all be known: with 7 unknown, nothing is banned at the middle place.
+    known[0, 6] = False
+    assert _banned(ban_repeated_ngrams(torch.zeros(1, 1, 12), tokens, known, torch.tensor([[5]]), size=3)) == [[[]]]
+    # One token can also complete two equal n-grams itself: 7 between two 7s makes "7 7" twice (and 3 makes "7 3",
+    # which the row holds).
+    tokens, known = torch.tensor([[7, 0, 7, 3]]), torch.tensor([[True, False, True, True]])
+    assert _banned(ban_repeated_ngrams(torch.zeros(1, 1, 12), tokens, known, torch.tensor([[1]]), size=2)) == [
+        [[3, 7]]
+    ]
+    tokens, known = torch.tensor([[5, 6, 7, 8, 5, 0, 7]]), torch.tensor([[True, True, True, True, True, False, False]])
+    # Size 1 bans every known token of the row; a size longer than the row bans nothing.
+    assert _banned(ban_repeated_ngrams(torch.zeros(1, 1, 12), tokens, known, torch.tensor([[5]]), size=1)) == [
+        [[5, 6, 7, 8]]
+    ]
+    assert _banned(ban_repeated_ngrams(torch.zeros(1, 1, 12), tokens, known, torch.tensor([[5]]), size=8)) == [[[]]]
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_ngram_bans_equal_a_brute_force_search(size):
+    generator = torch.Generator().manual_seed(size)
+    tokens = torch.randint(5, 9, (3, 20), generator=generator)  # a small vocabulary: many repeats
+    known = torch.rand(3, 20, generator=generator) < 0.7
+    positions = torch.stack([torch.randperm(20, generator=generator)[:6] for _ in range(3)])
+    fast = _banned(ban_repeated_ngrams(torch.zeros(3, 6, 9), tokens, known, positions, size))
+    grams = [
+        {tuple(row[i : i + size].tolist()) for i in range(20 - size + 1) if bool(ok[i : i + size].all())}
+        for row, ok in zip(tokens, known, strict=True)
+    ]
+    for r in range(3):
+        for s, position in enumerate(positions[r].tolist()):
+            expected = set()
+            for token in range(9):  # would writing `token` at `position` complete a known n-gram?
+                row, ok = tokens[r].clone(), known[r].clone()
+                row[position], ok[position] = token, True
+                through = [
+                    tuple(row[start : start + size].tolist())
+                    for start in range(max(0, position - size + 1), min(position, 20 - size) + 1)
+                    if bool(ok[start : start + size].all())
+                ]  # the n-grams the token completes: one already in the row, or two equal ones, repeat
+                if set(through) & grams[r] or len(set(through)) < len(through):
+                    expected.add(token)
+            assert fast[r][s] == sorted(expected), (r, position)
 
 
 def test_top_k_and_top_p_filtering():

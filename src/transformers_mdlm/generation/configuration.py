@@ -72,6 +72,11 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             Diffutron's penalty (1.2 in its authors' sampler): logits of every token id already present in the row (prompt
             included, mask and EOS excluded) are divided by it where positive and multiplied by it where negative, at
             every position. `1.0` is off.
+        no_repeat_ngram_size (`int`, *optional*, defaults to 0):
+            transformers' switch: above `0`, no n-gram of this many tokens occurs twice in a row's canvas (prompt
+            included). Each step sets to `-inf` the logits of tokens that would complete, at any place of the n-gram,
+            one already there; positions committed in the same step do not see each other, so the guarantee is
+            exact with one token per step (see `logits.ban_repeated_ngrams`). `0` is off.
         suppress_tokens (`list[int]`, *optional*):
             Token ids that are never proposed (their logits are set to `-inf`), e.g. the mask id itself, which the
             reference leaves free: a random or poorly trained model may then "commit" a mask.
@@ -145,6 +150,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         stochastic_transfer: bool = False,
         confidence_threshold: float | None = None,
         repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
         suppress_tokens: list[int] | None = None,
         cfg_scale: float = 0.0,
         do_sample: bool | None = None,
@@ -176,6 +182,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         self.stochastic_transfer = stochastic_transfer
         self.confidence_threshold = confidence_threshold
         self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.suppress_tokens = suppress_tokens
         self.cfg_scale = cfg_scale
         self.do_sample = do_sample
@@ -229,6 +236,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             optional=True,
         )
         check_number("repetition_penalty", self.repetition_penalty, "a finite number > 0", lambda v: v > 0)
+        check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
         if self.suppress_tokens is not None and (
             not isinstance(self.suppress_tokens, (list, tuple))
             or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.suppress_tokens)

@@ -20,7 +20,7 @@ from .canvas import Canvas, pack_to_front
 from .compiled_step import compiled_step, logits_at_slots
 from .configuration import MaskedDiffusionGenerationConfig
 from .dual_cache import DualCache
-from .logits import apply_repetition_penalty, token_presence
+from .logits import apply_repetition_penalty, ban_repeated_ngrams, token_presence
 from .scheduling import MaskedDiffusionScheduler, SamplingParameters
 from .stopping import StopStringMatcher
 
@@ -215,7 +215,7 @@ class _Denoiser:
         valid = torch.arange(slots.shape[1], device=x.device)[None, :] < counts[:, None]
 
         x_active = x[active]
-        logits = self._shape_logits(self._logits_at(x_active, active, slots, plan), x_active, active)
+        logits = self._shape_logits(self._logits_at(x_active, active, slots, plan), x_active, active, slots)
         sample = torch.where(valid, x_active.gather(1, slots), torch.full_like(slots, -1))
         timestep = float(self.scheduler.timesteps[min(step, len(self.scheduler.timesteps) - 1)])
         out = self.scheduler.step(
@@ -281,8 +281,10 @@ class _Denoiser:
             logits = unconditional + (config.cfg_scale + 1) * (conditional - unconditional)
         return logits
 
-    def _shape_logits(self, logits: torch.Tensor, tokens: torch.LongTensor, rows: torch.LongTensor) -> torch.Tensor:
-        """Repetition penalty (in place, on the columns of the row's tokens only) and suppressed tokens."""
+    def _shape_logits(
+        self, logits: torch.Tensor, tokens: torch.LongTensor, rows: torch.LongTensor, slots: torch.LongTensor
+    ) -> torch.Tensor:
+        """Repetition penalty (in place, on the columns of the row's tokens only), n-gram bans and suppressed tokens."""
         config = self.config
         vocab_size = logits.shape[-1]
         if config.repetition_penalty != 1.0:
@@ -291,6 +293,9 @@ class _Denoiser:
             logits = apply_repetition_penalty(
                 logits, presence, config.repetition_penalty, token_ids=tokens.clamp(max=vocab_size - 1)
             )
+        if config.no_repeat_ngram_size:
+            known = (tokens != config.mask_token_id) & self.canvas.real[rows]
+            logits = ban_repeated_ngrams(logits, tokens, known, slots, config.no_repeat_ngram_size)
         if config.suppress_tokens:
             logits[..., list(config.suppress_tokens)] = float("-inf")
         return logits

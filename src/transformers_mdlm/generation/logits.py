@@ -1,4 +1,5 @@
-"""Logit shaping for masked diffusion decoding: repetition penalty, filtering, Gumbel-max proposals, confidence."""
+"""Logit shaping for masked diffusion decoding: repetition penalty, n-gram bans, filtering, Gumbel-max proposals,
+confidence."""
 
 from __future__ import annotations
 
@@ -61,6 +62,94 @@ def apply_repetition_penalty(
     chosen = logits.gather(-1, columns)
     penalised = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
     return logits.scatter_(-1, columns, torch.where(present[:, None, :], penalised, chosen))
+
+
+def ban_repeated_ngrams(
+    logits: torch.Tensor,
+    tokens: torch.LongTensor,
+    known: torch.BoolTensor,
+    positions: torch.LongTensor,
+    size: int,
+) -> torch.Tensor:
+    """transformers' `no_repeat_ngram_size` for a bidirectional canvas: at each of `positions`, set to `-inf` the
+    logits of the tokens that would complete an n-gram of `size` tokens already in the row.
+
+    An autoregressive model only completes n-grams at their end; here a position may complete one at any of its
+    `size` places, so every window of `size` positions that holds it is checked: when the window's other positions
+    are `known` (committed, or given in the prompt), each n-gram of known tokens elsewhere in the row that agrees with
+    them bans its own token at this place. Positions filled in the same step do not see each other, so with several
+    tokens committed per step two of them can still complete a repeat together.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, slots, vocab)`): logits at `positions`, modified in place.
+        tokens (`torch.LongTensor` of shape `(batch, length)`): the rows' canvases.
+        known (`torch.BoolTensor` of shape `(batch, length)`): positions whose tokens count (not masks or padding).
+        positions (`torch.LongTensor` of shape `(batch, slots)`): the canvas column of each row of `logits`.
+        size (`int`): the n-gram size (`>= 1`; `1` bans every token already in the row).
+
+    Returns:
+        `torch.Tensor`: `logits`, with the banned entries set to `-inf`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers_mdlm.generation.logits import ban_repeated_ngrams
+    >>> tokens = torch.tensor([[5, 6, 7, 5, 0]])  # position 4 is masked (0 here)
+    >>> known = torch.tensor([[True, True, True, True, False]])
+    >>> logits = ban_repeated_ngrams(torch.zeros(1, 1, 10), tokens, known, torch.tensor([[4]]), size=2)
+    >>> (logits[0, 0] == float("-inf")).nonzero().flatten().tolist()  # "5 6" is in the row: 6 may not follow 5
+    [6]
+
+    ```
+    """
+    length = tokens.shape[1]
+    if size < 1 or length < size:
+        return logits
+    offsets = torch.arange(size, device=tokens.device)
+    gram_columns = torch.arange(length - size + 1, device=tokens.device)[:, None] + offsets  # (grams, size)
+    grams = tokens[:, gram_columns]  # (batch, grams, size)
+    gram_known = known[:, gram_columns].all(dim=-1)
+    for place in range(size):  # the position sits at `place` in the window
+        others = torch.cat([offsets[:place], offsets[place + 1 :]])
+        start = positions - place
+        inside = (start >= 0) & (start + size <= length)
+        window = (start[..., None] + offsets).clamp(0, length - 1).flatten(1)  # (batch, slots * size)
+        window_tokens = tokens.gather(1, window).view(*positions.shape, size)[..., others]
+        window_known = known.gather(1, window).view(*positions.shape, size)[..., others].all(dim=-1) & inside
+        agree = (window_tokens[:, :, None, :] == grams[:, None, :, others]).all(dim=-1)  # (batch, slots, grams)
+        row, slot, gram = (agree & gram_known[:, None, :] & window_known[..., None]).nonzero(as_tuple=True)
+        logits[row, slot, grams[row, gram, place]] = float("-inf")
+    _ban_self_repeats(logits, tokens, known, positions, size)
+    return logits
+
+
+def _ban_self_repeats(
+    logits: torch.Tensor, tokens: torch.LongTensor, known: torch.BoolTensor, positions: torch.LongTensor, size: int
+) -> None:
+    """The other way one token repeats an n-gram: two windows through the position that become equal (`7 _ 7` with
+    bigrams: a 7 in the middle makes `7 7` twice). Windows whose places differ by `d` can only be equal when the token
+    equals the one `d` positions before it, so that is the only candidate to test per pair of places."""
+    length = tokens.shape[1]
+    offsets = torch.arange(size, device=tokens.device)
+    for first in range(size):
+        for second in range(first + 1, size):
+            candidate_at = positions - (second - first)
+            windows = []
+            for place in (first, second):
+                columns = positions[..., None] - place + offsets
+                inside = ((columns >= 0) & (columns < length)).all(dim=-1)
+                flat = columns.clamp(0, length - 1).flatten(1)
+                window = tokens.gather(1, flat).view(*positions.shape, size)
+                window_known = known.gather(1, flat).view(*positions.shape, size)
+                window_known[..., place] = True  # the position itself, with the candidate written in
+                windows.append((window, window_known.all(dim=-1) & inside))
+            candidate = tokens.gather(1, candidate_at.clamp(0, length - 1))
+            (one, one_ok), (two, two_ok) = windows
+            one[..., first], two[..., second] = candidate, candidate
+            equal = (one == two).all(dim=-1) & one_ok & two_ok
+            row, slot = equal.nonzero(as_tuple=True)
+            logits[row, slot, candidate[row, slot]] = float("-inf")
 
 
 def filter_logits(logits: torch.Tensor, *, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
