@@ -184,13 +184,30 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=5)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--pretrain-steps", type=int, default=4000)
-    parser.add_argument("--continue-steps", type=int, default=1500, help="second pretraining cycle (warm restart)")
+    parser.add_argument(
+        "--continue-steps",
+        type=int,
+        nargs="*",
+        default=[1500, 1000],
+        help="steps of each warm-restart cycle after the first (none: no restart)",
+    )
+    parser.add_argument(
+        "--continue-lrs",
+        type=float,
+        nargs="*",
+        default=[6e-4, 4e-4],
+        help="peak learning rate of each warm-restart cycle, one per --continue-steps",
+    )
     parser.add_argument("--replay-ratio", type=float, default=0.5, help="SFT: corpus blocks per instruction row")
     parser.add_argument("--sft1-steps", type=int, default=0, help="stage 1 steps (0, the default, skips it)")
     parser.add_argument("--sft2-steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if len(args.continue_lrs) != len(args.continue_steps):
+        parser.error(f"--continue-lrs needs one learning rate per --continue-steps cycle: got "
+                     f"{args.continue_lrs} for {args.continue_steps}")  # fmt: skip
+    return args
 
 
 def main() -> None:
@@ -219,14 +236,15 @@ def main() -> None:
     )  # fmt: skip
     measure_bound(pretrained, data, log, "pretrain", args.bound_samples)
     log_path.write_text(json.dumps(log, indent=2, default=str))
-    if args.continue_steps:
-        # A warm restart: a second, shorter cosine cycle from the first one's end (the loss was still falling).
+    for cycle, (steps, learning_rate) in enumerate(zip(args.continue_steps, args.continue_lrs, strict=True), start=2):
+        # Warm restarts: shorter cosine cycles, each from the previous one's end (the loss was still falling).
         corpus.model = str(pretrained)
         pretrained = run_stage(
-            "pretrain2", work, log, run_pretraining, corpus, max_steps=args.continue_steps, learning_rate=6e-4,
-            warmup_steps=100, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64, seed=1,
+            f"pretrain{cycle}", work, log, run_pretraining, corpus, max_steps=steps, learning_rate=learning_rate,
+            warmup_steps=100, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
+            seed=cycle - 1,
         )  # fmt: skip
-        measure_bound(pretrained, data, log, "pretrain2", args.bound_samples)
+        measure_bound(pretrained, data, log, pretrained.name, args.bound_samples)
         log_path.write_text(json.dumps(log, indent=2, default=str))
     chat_ready = work / f"{pretrained.name}-chat"
     if not (chat_ready / "config.json").exists():
