@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -112,15 +113,26 @@ LIMITATIONS = (
     "sentence (almost all of them words of the corpus), but they rarely mean anything and are unrelated to the "
     'question; words of its instruction data\'s tasks ("isim", "fiil") leak into answers of other tasks. XCOPA '
     "and EXAMS accuracies at chance mean it does not understand questions. Plain completions (no chat template) fill "
-    'their 64 tokens and fall into loops ("millet ve millet ve ..."); pass a smaller `max_new_tokens`. It is a '
-    "working end-to-end example and an offline default, not a useful assistant."
+    "their 64 tokens; its decoding defaults forbid any pair of tokens twice (`no_repeat_ngram_size=2`), so they no "
+    'longer loop ("millet ve millet ve ..." without it), but they turn into lists of words joined by "ve" ("bütün '
+    'millet ve bütün vatanlar ve ..."); pass a smaller `max_new_tokens`. It is a working end-to-end example and an '
+    "offline default, not a useful assistant."
 )
+
+
+NUMBERS = {2: "two", 3: "three", 4: "four"}
+
+
+def restart_stages(log: dict) -> list[str]:
+    """The warm-restart cycles the log holds (`pretrain2`, `pretrain3`, ...), in order."""
+    return sorted((key for key in log if re.fullmatch(r"pretrain\d+", key)), key=lambda key: int(key[8:]))
 
 
 def describe(log: dict) -> str:
     """The card's opening paragraph, with the stages the recipe's log shows."""
     sft_stages = sum(key in log for key in ("sft1", "sft2"))
-    pretraining = "pretraining in two cosine cycles" if "pretrain2" in log else "pretraining"
+    cycles = 1 + len(restart_stages(log))
+    pretraining = f"pretraining in {NUMBERS.get(cycles, cycles)} cosine cycles" if cycles > 1 else "pretraining"
     stages = f"{pretraining}, then {'two stages' if sft_stages == 2 else 'one stage'} of instruction tuning"
     return (
         "The small Turkish masked diffusion model shipped inside transformers-mdlm: what "
@@ -136,7 +148,13 @@ def training_table(log: dict) -> dict:
     total = sum(value["wall_seconds"] for value in stages.values()) + sum(v["seconds"] for v in bounds.values())
     table = {
         "recipe": "`python examples/train_embedded_model.py` (tokenizer, pretraining from scratch"
-        + (", a second shorter pretraining cycle (warm restart, `pretrain2`)" if "pretrain2" in log else "")
+        + (
+            ", warm restarts (shorter cosine cycles from the previous one's end: "
+            + ", ".join(f"`{stage}`" for stage in restart_stages(log))
+            + ")"
+            if restart_stages(log)
+            else ""
+        )
         + (", SFT stage 1 on the linguistic tasks and sentence continuations" if "sft1" in log else "")
         + ", SFT stage 2 on a rebalanced mix)",
         "wall time per stage (s)": ", ".join(f"{k} {v['wall_seconds']}" for k, v in stages.items()),
@@ -167,15 +185,17 @@ def sweep_table(work: Path) -> str | None:
     sweep = json.loads(path.read_text(encoding="utf-8"))
     lines = [
         f"How these defaults were chosen (`examples/tune_embedded_decoding.py`, {len(sweep['prompts'])} validation "
-        "chat prompts written for tuning; the answer's bound is scored by the model itself, lower = likelier):",
+        "chat prompts and 6 plain completions written for tuning; the answer's bound is scored by the model itself, "
+        "lower = likelier):",
         "",
-        "| setting | meets chat criteria | loops | distinct-2 | answer bound (nats/token) |",
-        "|---|---|---|---|---|",
+        "| setting | meets chat criteria | chat loops | completion loops | distinct-2 | answer bound (nats/token) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in sweep["rows"]:
         name = f"**{row['setting']}** (chosen)" if row["setting"] == sweep["chosen"] else row["setting"]
-        lines.append(f"| {name} | {row['meets_criteria']:.0%} | {row['loops']:.0%} | {row['distinct_2']:.2f} | "
-                     f"{row['answer_bound_nats_per_token']:.2f} |")  # fmt: skip
+        completion_loops = f"{row['completion_loops']:.0%}" if "completion_loops" in row else "not measured"
+        lines.append(f"| {name} | {row['meets_criteria']:.0%} | {row['loops']:.0%} | {completion_loops} | "
+                     f"{row['distinct_2']:.2f} | {row['answer_bound_nats_per_token']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -8,8 +8,9 @@ Each setting answers the 8 chat prompts of `VALIDATION_PROMPTS` (written for tun
 other prompts) and is measured by: the share of answers meeting the chat criteria (`text_quality.check_answer` with
 the corpus vocabulary), the share with a loop, distinct-2 over all answers, and the evidence bound of the answers
 under the model itself (nats per token: lower means the model finds its answer likelier; a loop also scores well, so
-read it with the other columns). The winner: most answers meeting the criteria, then fewest loops, then the lowest
-bound. It is saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the
+read it with the other columns); 6 plain completions (`VALIDATION_COMPLETIONS`, not the card's) add their share with a
+loop. The winner: most answers meeting the criteria, then fewest loops (chat answers plus completions), then the
+lowest bound. It is saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the
 work folder, from which `evaluate_embedded_model.py` writes the model card.
 """
 
@@ -38,6 +39,9 @@ VALIDATION_PROMPTS = [
     "Aşağıdaki metin için kısa ve açıklayıcı bir başlık yazın.\n\nBugün meclisin yeni toplanma yılını açıyorum. "
     "Milletimizin değerli vekillerini saygıyla selamlarım.",
 ]
+#: Plain completions (no chat template) for tuning, apart from the model card's: only their loops are counted.
+VALIDATION_COMPLETIONS = ["Ankara'nın sokaklarında", "Cumhuriyetin ilk yıllarında", "Sabah erkenden kalkıp",
+                          "Türk milleti", "Okulun bahçesinde", "Kurtuluş Savaşı sırasında"]  # fmt: skip
 #: Every setting names `suppress_tokens` and `no_repeat_ngram_size`, so that none inherits the model's saved config.
 BASE = {"max_new_tokens": 64, "steps": 64, "block_length": 32, "temperature": 0.0, "repetition_penalty": 1.2,
         "remasking": "low_confidence", "suppress_tokens": None, "no_repeat_ngram_size": 0}  # fmt: skip
@@ -65,6 +69,8 @@ CANDIDATES = {
                                                        "no_repeat_ngram_size": 3},
     "suppress EOS, blocks of 8, penalty 1.5, no repeated 3-grams": {
         "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 3},
+    "suppress EOS, blocks of 8, penalty 1.5, no repeated 2-grams": {
+        "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 2},
     "suppress EOS, blocks of 8, penalty 1.5, no repeated 4-grams": {
         "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 4},
 }  # fmt: skip
@@ -86,9 +92,12 @@ def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
         sequences.append(prompt_ids + answer_ids)
         contexts.append(len(prompt_ids))
     bounds = evidence_bound(model, sequences, context_lengths=contexts, num_samples=16, seed=0)
+    outputs = pipe(VALIDATION_COMPLETIONS, return_full_text=False, batch_size=len(VALIDATION_COMPLETIONS), **settings)
+    completions = [output[0]["generated_text"] for output in outputs]
     return {
         "meets_criteria": sum(check.passes for check in checks) / len(checks),
         "loops": sum(has_loop(answer) for answer in answers) / len(answers),
+        "completion_loops": sum(has_loop(text) for text in completions) / len(completions),
         "distinct_2": distinct_n(answers, 2),
         "answer_bound_nats_per_token": sum(b.nats for b in bounds) / max(sum(b.num_tokens for b in bounds), 1),
         "mean_words": sum(check.num_words for check in checks) / len(checks),
@@ -115,7 +124,8 @@ def main() -> None:
         row = {"setting": name, "settings": settings, **measure(pipe, settings, vocabulary)}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("answers", "problems")}, ensure_ascii=False))
-    best = min(rows, key=lambda r: (-r["meets_criteria"], r["loops"], r["answer_bound_nats_per_token"]))
+    best = min(rows, key=lambda r: (-r["meets_criteria"], r["loops"] + r["completion_loops"],
+                                    r["answer_bound_nats_per_token"]))  # fmt: skip
     print(f"chosen: {best['setting']} {json.dumps(best['settings'])}")
     for answer in best["answers"]:
         print("  ", answer.replace("\n", " / "))

@@ -1,8 +1,9 @@
 """Quality floors of the embedded model, on prompts it was not tuned on.
 
-The floors are what model v3 reaches (measured values in the comments), set where model v2 fails three of them (its
-bound was 0.870x the unigram model's, 3 of 12 answers met the chat criteria, 75% of their words were corpus words) and
-the first embedded model fails every test (all its chat answers opened with an exam-option letter). They are below
+The floors are what model v3 reaches (measured values in the comments), set where model v2 fails four of them (its
+bound was 0.870x the unigram model's, 3 of 12 answers met the chat criteria, 75% of their words were corpus words, 5
+of 6 plain completions looped) and the first embedded model fails every test (all its chat answers opened with an
+exam-option letter). They are below
 issue 14's goals (every answer meeting the criteria, a bound <= 0.75x): raise them with the model. The prompts are the
 model card's (`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its
 decoding (that used `examples/tune_embedded_decoding.py`'s own prompts).
@@ -48,7 +49,13 @@ def answers() -> dict[str, list[str]]:
 def test_no_chat_answer_opens_with_an_option_letter_or_loops(answers):
     checks = [check_answer(reply) for reply in answers["chat"]]
     assert not any(check.opens_with_option_letter for check in checks), answers["chat"]  # v1: 12 of 12
-    assert sum(has_loop(reply) for reply in answers["chat"]) <= 2, answers["chat"]  # v3: 1 of 12, v2: 1
+    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers["chat"]  # v3: 0 of 12 (1 without the
+    # n-gram ban), v2: 1
+
+
+def test_plain_completions_do_not_loop(answers):
+    # v3 with its decoding defaults (no_repeat_ngram_size=2): 0 of 6; v3 without the ban and v2: 5 of 6.
+    assert sum(has_loop(text) for text in answers["completion"]) <= 1, answers["completion"]
 
 
 @needs_corpus
