@@ -205,6 +205,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--replay-ratio", type=float, default=0.5, help="SFT: corpus blocks per instruction row")
     parser.add_argument("--sft1-steps", type=int, default=0, help="stage 1 steps (0, the default, skips it)")
     parser.add_argument("--sft2-steps", type=int, default=1000)
+    parser.add_argument("--sft-seed", type=int, default=0, help="seed of the SFT stages (row order, masks)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
     args = parser.parse_args()
@@ -264,7 +265,7 @@ def main() -> None:
             pad_answer_to=GENERATION_DEFAULTS["max_new_tokens"], block_size=args.block_size, **replay,
         )  # fmt: skip
         return run_stage(name, work, log, run_instruction_tuning, recipe, max_steps=steps, learning_rate=learning_rate,
-                         warmup_steps=warmup_steps, per_device_train_batch_size=16)  # fmt: skip
+                         warmup_steps=warmup_steps, per_device_train_batch_size=16, seed=args.sft_seed)  # fmt: skip
 
     stage1 = chat_ready  # `--sft1-steps 0`: stage 2 only, starting from the pretrained model
     if args.sft1_steps:
