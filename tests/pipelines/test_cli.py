@@ -26,6 +26,15 @@ def test_generate_from_arguments(tiny_model_dir, pipe, capsys):
     assert capsys.readouterr().out == pipe("w1 w2", return_full_text=False, **SETTINGS)[0]["generated_text"] + "\n"
 
 
+def test_generate_passes_the_ngram_ban_on(tiny_model_dir, pipe, capsys):
+    settings = dict(max_new_tokens=12, steps=12)
+    args = ["generate", "--model", str(tiny_model_dir), "--max-new-tokens", "12", "--steps", "12"]
+    assert main([*args, "--no-repeat-ngram-size", "1", "w1"]) == 0
+    banned = pipe("w1", return_full_text=False, no_repeat_ngram_size=1, **settings)[0]["generated_text"]
+    assert capsys.readouterr().out == banned + "\n"
+    assert banned != pipe("w1", return_full_text=False, **settings)[0]["generated_text"]  # the ban changed the text
+
+
 def test_generate_from_stdin_as_json_with_history(tiny_model_dir, pipe, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("sys.stdin", io.StringIO("w1 w2 w3"))
     gif = tmp_path / "run.gif"
