@@ -13,8 +13,9 @@ Stages (the Diffutron recipe at a scale this machine can run):
    2b. pretrain2: a warm restart, a shorter cosine cycle from the first one's end (the loss was still falling at
    4,000 steps; a restart keeps the first cycle's checkpoint and log valid). `--continue-steps 1500 1000
    --continue-lrs 6e-4 4e-4` adds a third cycle (`pretrain3`); measured: bound 0.772x -> 0.766x before SFT and
-   0.785x -> 0.779x after it, but 17% of the card's chat answers met the criteria (42% without it; each model with
-   its own tuned decoding), so the default stays at two cycles;
+   0.785x -> 0.779x after it (0.780x with `--sft-seed 1`), but 2 of the card's 12 chat answers met the criteria with
+   either SFT seed (5 of 12 without the third cycle; each model with its own tuned decoding), so the default stays at
+   two cycles;
 3. Diffutron's chat markers become single tokens; then, only with `--sft1-steps N` (off by default), sft1:
    instruction tuning on the linguistic tasks (NER, lemmatisation, POS tagging, verb/noun listing) plus sentence
    continuations from the corpus. Measured with replay (500 steps, then 700 of sft2): the chat answers turned into
