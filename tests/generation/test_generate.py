@@ -130,6 +130,19 @@ def test_no_repeat_ngram_size_leaves_no_ngram_twice_with_one_token_per_step(size
     assert [_repeated_ngrams(row, size) for row in real_rows] == [0, 0]
 
 
+def test_no_repeat_ngram_size_holds_with_static_shapes_and_the_dual_cache():
+    model = build_model(modernbert_config(), seed=3)
+    ids = torch.tensor([[0, 0, 10, 11, 12], [13, 10, 11, 12, 13]])
+    settings = dict(attention_mask=torch.tensor([[0, 0, 1, 1, 1], [1] * 5]), max_new_tokens=24, steps=24,
+                    block_length=8, no_repeat_ngram_size=2)  # fmt: skip
+    default = model.generate(ids, **settings)
+    assert torch.equal(
+        model.generate(ids, static_shapes=True, **settings), default
+    )  # padded head slots change nothing
+    cached = model.generate(ids, kv_cache="dual", **settings)
+    assert [_repeated_ngrams(row, 2) for row in (cached[0, 2:].tolist(), cached[1].tolist())] == [0, 0]
+
+
 def test_no_repeat_ngram_size_one_gives_new_tokens_unlike_the_prompt_and_each_other():
     model = build_model(modernbert_config(), seed=3)
     out = model.generate(torch.tensor([[13, 10, 11, 12, 13]]), max_new_tokens=24, steps=24, no_repeat_ngram_size=1)
