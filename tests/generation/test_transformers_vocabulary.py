@@ -47,6 +47,10 @@ def test_a_plain_generation_config_is_honoured(fresh_modernbert):
     plain = GenerationConfig(max_new_tokens=6, do_sample=False, repetition_penalty=1.3)
     out = model.generate(ids, generation_config=plain, steps=3)
     assert torch.equal(out, model.generate(ids, max_new_tokens=6, steps=3, repetition_penalty=1.3))
+    banned = GenerationConfig(max_new_tokens=12, no_repeat_ngram_size=1)
+    out = model.generate(ids, generation_config=banned, steps=12)
+    assert torch.equal(out, model.generate(ids, max_new_tokens=12, steps=12, no_repeat_ngram_size=1))
+    assert len(set(out[0].tolist())) == 15  # prompt and new tokens all distinct: the setting was honoured
     with pytest.raises(TypeError, match="num_beams"):
         model.generate(ids, generation_config=GenerationConfig(num_beams=4))
 
