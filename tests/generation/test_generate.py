@@ -143,6 +143,18 @@ def test_no_repeat_ngram_size_holds_with_static_shapes_and_the_dual_cache():
     assert [_repeated_ngrams(row, 2) for row in (cached[0, 2:].tolist(), cached[1].tolist())] == [0, 0]
 
 
+def test_bans_that_leave_no_token_fail_clearly(tiny_modernbert):
+    ids = torch.tensor([[10, 11, 12]])
+    # 3 prompt tokens + 100 new ones, all distinct, cannot fit a 100-token vocabulary (the mask id suppressed, or it
+    # would stay free: it never counts as a token of the row).
+    with pytest.raises(ValueError, match=r"No token is left.*\(1 ids\) and `no_repeat_ngram_size=1` ban all 100"):
+        tiny_modernbert.generate(ids, max_new_tokens=100, steps=100, no_repeat_ngram_size=1, suppress_tokens=[MASK])
+    with pytest.raises(ValueError, match=r"No token is left.*\(100 ids\)"):
+        tiny_modernbert.generate(ids, max_new_tokens=4, steps=4, suppress_tokens=list(range(VOCAB)))
+    out = tiny_modernbert.generate(ids, max_new_tokens=4, steps=4, suppress_tokens=list(range(VOCAB - 1)))
+    assert out[0, 3:].tolist() == [VOCAB - 1] * 4  # one token left: proposed everywhere, no error
+
+
 def test_no_repeat_ngram_size_one_gives_new_tokens_unlike_the_prompt_and_each_other():
     model = build_model(modernbert_config(), seed=3)
     out = model.generate(torch.tensor([[13, 10, 11, 12, 13]]), max_new_tokens=24, steps=24, no_repeat_ngram_size=1)

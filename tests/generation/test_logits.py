@@ -79,14 +79,6 @@ def test_ngram_bans_by_hand_at_every_place_of_the_ngram():
     assert _banned(ban_repeated_ngrams(torch.zeros(1, 1, 12), tokens, known, torch.tensor([[5]]), size=8)) == [[[]]]
 
 
-def test_ngram_bans_that_leave_no_token_fail_clearly():
-    tokens, known = torch.tensor([[0, 1, 2, 0]]), torch.tensor([[True, True, True, False]])  # position 3 is masked
-    with pytest.raises(ValueError, match="`no_repeat_ngram_size=1` bans every token of the 3-token vocabulary"):
-        ban_repeated_ngrams(torch.zeros(1, 1, 3), tokens, known, torch.tensor([[3]]), size=1)
-    logits = ban_repeated_ngrams(torch.zeros(1, 1, 4), tokens, known, torch.tensor([[3]]), size=1)
-    assert _banned(logits) == [[[0, 1, 2]]]  # one token left: fine
-
-
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_ngram_bans_equal_a_brute_force_search(size):
     generator = torch.Generator().manual_seed(size)

@@ -215,7 +215,7 @@ class _Denoiser:
         valid = torch.arange(slots.shape[1], device=x.device)[None, :] < counts[:, None]
 
         x_active = x[active]
-        logits = self._shape_logits(self._logits_at(x_active, active, slots, plan), x_active, active, slots)
+        logits = self._shape_logits(self._logits_at(x_active, active, slots, plan), x_active, active, slots, valid)
         sample = torch.where(valid, x_active.gather(1, slots), torch.full_like(slots, -1))
         timestep = float(self.scheduler.timesteps[min(step, len(self.scheduler.timesteps) - 1)])
         out = self.scheduler.step(
@@ -282,7 +282,12 @@ class _Denoiser:
         return logits
 
     def _shape_logits(
-        self, logits: torch.Tensor, tokens: torch.LongTensor, rows: torch.LongTensor, slots: torch.LongTensor
+        self,
+        logits: torch.Tensor,
+        tokens: torch.LongTensor,
+        rows: torch.LongTensor,
+        slots: torch.LongTensor,
+        valid: torch.BoolTensor,
     ) -> torch.Tensor:
         """Repetition penalty (in place, on the columns of the row's tokens only), n-gram bans and suppressed tokens."""
         config = self.config
@@ -298,7 +303,22 @@ class _Denoiser:
             logits = ban_repeated_ngrams(logits, tokens, known, slots, config.no_repeat_ngram_size)
         if config.suppress_tokens:
             logits[..., list(config.suppress_tokens)] = float("-inf")
+        self._check_some_token_allowed(logits, tokens.shape[1], valid)
         return logits
+
+    def _check_some_token_allowed(self, logits: torch.Tensor, length: int, valid: torch.BoolTensor) -> None:
+        """Refuse to propose from all-`-inf` logits. An n-gram ban of size n removes at most n * (length + n) tokens at
+        a position, so the check (a pass over the logits) runs only when the bans could cover the vocabulary."""
+        size, suppressed = self.config.no_repeat_ngram_size, len(set(self.config.suppress_tokens or ()))
+        vocab_size = logits.shape[-1]
+        if size * (length + size) + suppressed < vocab_size:
+            return
+        if bool((torch.isneginf(logits).all(dim=-1) & valid).any()):
+            raise ValueError(
+                f"No token is left to propose at a position: `suppress_tokens` ({suppressed} ids) and "
+                f"`no_repeat_ngram_size={size}` ban all {vocab_size} tokens of the vocabulary there. Suppress fewer "
+                "tokens, or use a larger n-gram size or fewer new tokens."
+            )
 
     def _after_step(
         self,

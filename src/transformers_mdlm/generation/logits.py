@@ -121,14 +121,6 @@ def ban_repeated_ngrams(
         row, slot, gram = (agree & gram_known[:, None, :] & window_known[..., None]).nonzero(as_tuple=True)
         logits[row, slot, grams[row, gram, place]] = float("-inf")
     _ban_self_repeats(logits, tokens, known, positions, size)
-    # A position bans at most `size` tokens per n-gram of the row plus `size**2` self-repeats: only when that reaches
-    # the vocabulary can every token be banned (checked then, rather than proposing from all `-inf` logits).
-    vocab_size = logits.shape[-1]
-    if size * (length + size) >= vocab_size and bool(torch.isneginf(logits).all(dim=-1).any()):
-        raise ValueError(
-            f"`no_repeat_ngram_size={size}` bans every token of the {vocab_size}-token vocabulary at some position: "
-            "the row already holds all of them; use a larger size or fewer new tokens."
-        )
     return logits
 
 
