@@ -18,11 +18,11 @@ embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--co
 `torch.compile` (both methods use it); `--static-shapes` adds a row with `static_shapes=True`, and `--compile-step`
 makes that row compile its step with `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs on a GPU);
 `--new-tokens N` decodes N tokens in N steps, `--block-length N` sets the block length, `--batch-sizes 1` skips
-batch 4; `--settings` picks the decoding
-(Diffutron's short answers without or with the repetition penalty, or the authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and `throughput`
-measures chat answers per second at batch 1, 4 and 16 (both in `decoding_speed.py`); `training` measures tokens per
-second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables
-go to stdout, JSON to `--output`.
+batch 4; `--settings` picks the decoding (Diffutron's short answers without or with the repetition penalty, or the
+authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and
+`throughput` measures chat answers per second at batch 1, 4 and 16 (both in `decoding_speed.py`); `training` measures
+tokens per second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables go to stdout, JSON to
+`--output`.
 """
 
 from __future__ import annotations
