@@ -9,6 +9,7 @@ process records the sample ids it was fed; the main process saves the final weig
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import os
 import sys
@@ -24,8 +25,8 @@ from transformers_mdlm.training.recipe import finish_distributed  # noqa: E402
 
 def main(output_dir: str, per_device_batch: int) -> None:
     if os.environ.get("LOCAL_RANK") is not None:
-        # A run of this size takes about 10 s. One CI run hung after training (stop 12, cause not found): a process
-        # still alive after 180 s (also one stuck at interpreter exit) prints every thread's stack to stderr and exits.
+        # A run of this size takes about 10 s: a process still alive after 180 s (also one stuck at interpreter exit)
+        # prints every thread's stack to stderr and exits.
         faulthandler.dump_traceback_later(180, exit=True)
     torch.set_num_threads(1)
     model = small_model()
@@ -57,6 +58,11 @@ def main(output_dir: str, per_device_batch: int) -> None:
     if trainer.is_world_process_zero():
         weights = {name: p.detach().contiguous() for name, p in model.named_parameters()}
         save_file(weights, os.path.join(output_dir, "final.safetensors"))
+    # As `mdlm train` (whose trainer is gone when `_train_and_save` returns): the DDP wrapper is freed while the process
+    # group lives. Freed after it, at `main`'s return, it hung one process in 2 of about 10 CI runs (faulthandler:
+    # main thread at `main(...)`'s line with no deeper frame, i.e. in the destructors of `main`'s locals).
+    del trainer
+    gc.collect()
     finish_distributed()
 
 

@@ -187,6 +187,8 @@ def finish_distributed() -> None:
 
     Left to the interpreter's shutdown, gloo's threads can outlive the group and abort one process ("terminate called
     without an active exception", exit -6) after a run that finished, which makes the launcher report a failure.
+    Call it once the `Trainer` is released (as `mdlm train` does): a DDP-wrapped model freed after its group is
+    destroyed can hang the process at exit.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         from accelerate import PartialState  # the Trainer's own state: it knows how the processes were launched
