@@ -16,7 +16,8 @@ peak on a GPU) and the share of new tokens equal to the reference's. `--model mm
 model (vocabulary 256,000, hidden 768, 22 layers) without slow initialisation; `--model embedded` uses the package's
 embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--compile` compiles the encoder with
 `torch.compile` (both methods use it); `--static-shapes` adds a row with `static_shapes=True`, and `--compile-step`
-makes that row compile its step with `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs on a GPU);
+makes that row compile its step with `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs on a GPU),
+`--compile-reference` adds the reference loop with its model call compiled the same way;
 `--new-tokens N` decodes N tokens in N steps, `--block-length N` sets the block length, `--batch-sizes 1` skips
 batch 4; `--settings` picks the decoding (Diffutron's short answers without or with the repetition penalty, or the
 authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and
@@ -51,7 +52,13 @@ GENERATION_SETTINGS = {
     "authors-defaults": {"max_new_tokens": 128, "steps": 128, "block_length": 128, "repetition_penalty": 1.2},
 }
 #: The reference loop has no EOS stop and is greedy here; so is this package, whatever the model's defaults.
-SAME_AS_REFERENCE = {"stop_on_eos": False, "stop_strings": None, "temperature": 0.0}
+SAME_AS_REFERENCE = {
+    "stop_on_eos": False,
+    "stop_strings": None,
+    "temperature": 0.0,
+    "suppress_tokens": None,
+    "no_repeat_ngram_size": 0,
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TURKISH_PROMPTS = [
     "Türkiye'nin başkenti",
@@ -166,6 +173,12 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 model, chosen, mask_id=mask_id, eos_id=eos_id, **settings
             ),
         }
+        if args.compile_reference:  # the reference's model call (whole rows, one shape) under the same compiler
+            graphed = torch.compile(model, mode="reduce-overhead", fullgraph=False, dynamic=False)
+            methods["reference loop, compiled"] = lambda chosen=chosen, graphed=graphed: reference_generate(
+                graphed, chosen, mask_id=mask_id, eos_id=eos_id, **settings
+            )
+            methods["reference loop, compiled"]()  # untimed: compiles, warms up
         if not args.no_cache:
             methods["this package, dual cache"] = lambda ids=ids, mask=mask: model.generate(
                 ids, attention_mask=mask, return_dict_in_generate=True, kv_cache="dual", **settings,
@@ -190,7 +203,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 out, seconds, peak = timed(method, device)
                 times[name].append(seconds)
                 peaks[name] = peak
-                if name == "reference loop":  # padded after EOS, as `generate` returns it
+                if name.startswith("reference loop"):  # padded after EOS, as `generate` returns it
                     pad_id = model.padding_id(model.generation_config)
                     new_tokens[name] = [_pad_after_eos(out[r, len(p) : len(p) + settings["max_new_tokens"]].tolist(),
                                                        eos_id, pad_id) for r, p in enumerate(chosen)]  # fmt: skip
@@ -213,8 +226,10 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 "peak_mib": peaks[name],
                 "same_tokens_as_reference": agree,
             })  # fmt: skip
+    skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]  # calls that ran without CUDA graphs
     return {"benchmark": "generation", "model": args.model, "device": device_name(device), "dtype": args.dtype,
-            "compile": args.compile, "compile_step": args.compile_step, "settings": settings, "rows": rows}  # fmt: skip
+            "compile": args.compile, "compile_step": args.compile_step, "compile_reference": args.compile_reference,
+            "cudagraph_skips": skips, "settings": settings, "rows": rows}  # fmt: skip
 
 
 def _pad_after_eos(tokens: list[int], eos_id: int | None, pad_id: int) -> list[int]:
@@ -293,6 +308,10 @@ def main() -> None:
     parser.add_argument(
         "--compile-step", action="store_true",
         help="the static-shapes row compiles its step: compile_config=CompileConfig(mode='reduce-overhead')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile-reference", action="store_true",
+        help="add a row: the reference loop with its model compiled, torch.compile(mode='reduce-overhead')",
     )  # fmt: skip
     parser.add_argument(
         "--settings",

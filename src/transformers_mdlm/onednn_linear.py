@@ -126,11 +126,14 @@ def _onednn_linear(
     return output.view(*hidden.shape[:-1], weight.shape[0])
 
 
-def onednn_linear_mode(model: torch.nn.Module, *, steps: int = 0, rows: int = 1) -> AbstractContextManager:
+def onednn_linear_mode(
+    model: torch.nn.Module, *, steps: int = 0, rows: int = 1, compiled_step: bool = False
+) -> AbstractContextManager:
     """[`OneDNNLinearMode`] for a float32 model on a CPU (when PyTorch has oneDNN); for a bfloat16 model decoding at
     least `PACK_MIN_STEPS` steps, the mode with its output head packed (for `rows` rows per call); else a no-op context.
 
-    Models whose encoder was compiled with `torch.compile` are left to the compiler, and under PyTorch's own switch
+    Models whose encoder was compiled with `torch.compile`, and decoding whose step is (`compiled_step`, set by a
+    `compile_config`), are left to the compiler, which picks its own CPU kernels (oneDNN's among them), and under PyTorch's own switch
     for exact results, `torch.use_deterministic_algorithms(True)`, nothing is substituted: oneDNN sums in another
     order than PyTorch's default kernel, which can flip a greedy near-tie, so exactness there means PyTorch's kernels.
     """
@@ -142,6 +145,7 @@ def onednn_linear_mode(model: torch.nn.Module, *, steps: int = 0, rows: int = 1)
         or parameter is None
         or parameter.device.type != "cpu"
         or compiled
+        or compiled_step
     ):
         return nullcontext()
     if parameter.dtype == torch.float32:

@@ -76,6 +76,19 @@ def test_compile_config_compiles_the_step_once(fresh_modernbert):
     assert counters["stats"]["unique_graphs"] == graphs_first_call  # the second call recompiles nothing
 
 
+@pytest.mark.slow
+def test_compile_config_with_inductor_on_cpu(fresh_modernbert):
+    """The default compiler (inductor, CUDA graphs asked for) on a CPU float32 model: decoding bypasses the oneDNN route
+    (inductor cannot lower its call; it crashed here before) and gives the eager path's tokens."""
+    torch._dynamo.reset()
+    compiled_step_module._COMPILED.clear()
+    model = fresh_modernbert
+    ids = torch.tensor([[10, 11, 12, 13]])
+    plain = model.generate(ids, **SETTINGS)
+    config = CompileConfig(mode="reduce-overhead", fullgraph=False, dynamic=False)
+    assert torch.equal(model.generate(ids, compile_config=config, **SETTINGS), plain)
+
+
 def test_compile_config_is_checked():
     from transformers_mdlm import MaskedDiffusionGenerationConfig
 

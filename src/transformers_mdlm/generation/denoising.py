@@ -127,6 +127,7 @@ class _Denoiser:
         self.num_blocks = math.ceil(region / self.block_length)
         self.steps_per_block = math.ceil(config.steps / self.num_blocks) if self.num_blocks else 0
         scheduler.set_timesteps(max(self.steps_per_block, 1), device=device)
+        self.timesteps = scheduler.timesteps.tolist()  # read once: a step reads its time without a device sync
         self.threshold_mode = scheduler.config.confidence_threshold is not None
         self.static = config.static_shapes or config.compile_config is not None
         self.project = logits_at_slots if config.compile_config is None else compiled_step(config.compile_config)
@@ -217,7 +218,7 @@ class _Denoiser:
         x_active = x[active]
         logits = self._shape_logits(self._logits_at(x_active, active, slots, plan), x_active, active, slots, valid)
         sample = torch.where(valid, x_active.gather(1, slots), torch.full_like(slots, -1))
-        timestep = float(self.scheduler.timesteps[min(step, len(self.scheduler.timesteps) - 1)])
+        timestep = self.timesteps[min(step, len(self.timesteps) - 1)]
         out = self.scheduler.step(
             logits, timestep, sample,
             sampling=self.sampling,

@@ -261,9 +261,11 @@ class MaskedDiffusionGenerationMixin:
             if cache is not None:
                 stack.enter_context(dual_cache_attention_enabled(self))
             # On a CPU: oneDNN's linear kernel for float32, a packed output head for bfloat16 (packed for about the
-            # rows a step scores; a hint only, read from shapes so that no device sync is needed).
+            # rows a step scores; a hint only, read from shapes so that no device sync is needed). A compiled step is
+            # left to the compiler (inductor cannot lower the mode's oneDNN call).
             rows = canvas.tokens.shape[0] * (config.block_length or canvas.tokens.shape[1])
-            stack.enter_context(onednn_linear_mode(self, steps=config.steps, rows=rows))
+            compiled_step = config.compile_config is not None
+            stack.enter_context(onednn_linear_mode(self, steps=config.steps, rows=rows, compiled_step=compiled_step))
             result = denoise(
                 self,
                 canvas,
