@@ -174,7 +174,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
         if args.compile_reference:  # the reference's model call (whole rows, one shape) under the same compiler
-            graphed = torch.compile(model, mode="reduce-overhead", fullgraph=False, dynamic=False)
+            graphed = torch.compile(model, **compile_options(args), fullgraph=False, dynamic=False)
             methods["reference loop, compiled"] = lambda chosen=chosen, graphed=graphed: reference_generate(
                 graphed, chosen, mask_id=mask_id, eos_id=eos_id, **settings
             )
@@ -189,7 +189,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             if args.compile_step:
                 from transformers import CompileConfig
 
-                static["compile_config"] = CompileConfig(mode="reduce-overhead", fullgraph=False, dynamic=False)
+                static["compile_config"] = CompileConfig(**compile_options(args), fullgraph=False, dynamic=False)
             methods["this package, static shapes"] = lambda ids=ids, mask=mask, static=static: model.generate(
                 ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE, **static
             )
@@ -217,6 +217,10 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
         for name in methods:
             agree = sum(a == b for row, ref in zip(new_tokens[name], reference, strict=True)
                         for a, b in zip(row, ref, strict=True)) / tokens  # fmt: skip
+            compiled_reference = new_tokens.get("reference loop, compiled")
+            if compiled_reference is not None:  # compiled methods may round differently from eager ones
+                agree_compiled = sum(a == b for row, ref in zip(new_tokens[name], compiled_reference, strict=True)
+                                     for a, b in zip(row, ref, strict=True)) / tokens  # fmt: skip
             rows.append({
                 "batch": batch,
                 "method": name,
@@ -225,11 +229,21 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 "forward_passes_per_token": passes[name] if passes[name] is not None else 1.0,
                 "peak_mib": peaks[name],
                 "same_tokens_as_reference": agree,
+                **({"same_tokens_as_compiled_reference": agree_compiled} if compiled_reference is not None else {}),
             })  # fmt: skip
     skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]  # calls that ran without CUDA graphs
     return {"benchmark": "generation", "model": args.model, "device": device_name(device), "dtype": args.dtype,
             "compile": args.compile, "compile_step": args.compile_step, "compile_reference": args.compile_reference,
+            "emulate_precision_casts": args.emulate_precision_casts,
             "cudagraph_skips": skips, "settings": settings, "rows": rows}  # fmt: skip
+
+
+def compile_options(args: argparse.Namespace) -> dict[str, Any]:
+    """CUDA graphs (`mode="reduce-overhead"`); with `--emulate-precision-casts`, inductor also rounds bfloat16
+    intermediates as eager PyTorch does (its option; `torch.compile` takes a mode or options, not both)."""
+    if args.emulate_precision_casts:
+        return {"mode": None, "options": {"triton.cudagraphs": True, "emulate_precision_casts": True}}
+    return {"mode": "reduce-overhead"}
 
 
 def _pad_after_eos(tokens: list[int], eos_id: int | None, pad_id: int) -> list[int]:
@@ -312,6 +326,10 @@ def main() -> None:
     parser.add_argument(
         "--compile-reference", action="store_true",
         help="add a row: the reference loop with its model compiled, torch.compile(mode='reduce-overhead')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--emulate-precision-casts", action="store_true",
+        help="compiled rows: inductor's emulate_precision_casts option (eager rounding of low-precision intermediates)",
     )  # fmt: skip
     parser.add_argument(
         "--settings",
