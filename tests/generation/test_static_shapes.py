@@ -89,6 +89,24 @@ def test_compile_config_with_inductor_on_cpu(fresh_modernbert):
     assert torch.equal(model.generate(ids, compile_config=config, **SETTINGS), plain)
 
 
+def test_compile_config_warns_under_the_deterministic_switch(fresh_modernbert, caplog):
+    """The compiler's kernels are outside the exactness guarantee: asking for both says so (once), and still decodes."""
+    from transformers.utils import logging as hf_logging
+
+    torch._dynamo.reset()
+    compiled_step_module._COMPILED.clear()
+    config = CompileConfig(backend="eager", fullgraph=False, dynamic=False, mode=None)
+    ids = torch.tensor([[10, 11, 12, 13]])
+    hf_logging.enable_propagation()
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = fresh_modernbert.generate(ids, compile_config=config, **SETTINGS)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert "round differently" in caplog.text
+    assert out.shape == (1, 4 + SETTINGS["max_new_tokens"])
+
+
 def test_compile_config_is_checked():
     from transformers_mdlm import MaskedDiffusionGenerationConfig
 

@@ -265,6 +265,13 @@ class MaskedDiffusionGenerationMixin:
             # left to the compiler (inductor cannot lower the mode's oneDNN call).
             rows = canvas.tokens.shape[0] * (config.block_length or canvas.tokens.shape[1])
             compiled_step = config.compile_config is not None
+            if compiled_step and torch.are_deterministic_algorithms_enabled():
+                logger.warning_once(
+                    "`compile_config` hands the decoding step to the compiler, whose kernels round differently from "
+                    "PyTorch's: under `torch.use_deterministic_algorithms(True)` the tokens may still differ from "
+                    "plain decoding (in bfloat16 they did; see docs/generation.md). Leave `compile_config` unset for "
+                    "exact decoding."
+                )
             stack.enter_context(onednn_linear_mode(self, steps=config.steps, rows=rows, compiled_step=compiled_step))
             result = denoise(
                 self,
