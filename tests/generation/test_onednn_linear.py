@@ -112,9 +112,10 @@ needs_bf16 = pytest.mark.skipif(
 
 
 @needs_bf16
-def test_bfloat16_decoding_packs_only_the_head_and_keeps_the_tokens(kernel_calls, monkeypatch):
-    """A bfloat16 model decodes with its output head packed for oneDNN (the encoder's linears stay on torch's
-    default); tokens and the order they are committed in equal plain decoding, with the authors' loop as the third witness."""
+@pytest.mark.parametrize("encoder_too", [False, True], ids=["head", "head-and-encoder"])
+def test_bfloat16_decoding_packs_its_linears_and_keeps_the_tokens(kernel_calls, monkeypatch, encoder_too):
+    """A bfloat16 model decodes with its output head (and, when large enough, its other linears) packed for oneDNN;
+    tokens and the order they are committed in equal plain decoding, with the authors' loop as the third witness."""
     from conftest import EOS, MASK
     from reference_sampler import reference_generate
 
@@ -122,10 +123,12 @@ def test_bfloat16_decoding_packs_only_the_head_and_keeps_the_tokens(kernel_calls
     prompt = [10, 11, 12, 13]
     settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
     monkeypatch.setattr(onednn, "PACK_MIN_ELEMENTS", 0)  # the tiny head is far below the real threshold
+    monkeypatch.setattr(onednn, "PACK_MIN_LINEAR_ELEMENTS", 0 if encoder_too else 10**12)
     packed = model.generate(torch.tensor([prompt]), output_history=True, **settings)
-    hidden = model.config.hidden_size
-    assert kernel_calls and all(shape[1] == hidden for shape in kernel_calls)
-    assert len(kernel_calls) == packed.nfe  # one head call per forward pass, nothing else routed
+    linears = sum(isinstance(module, nn.Linear) for module in model.modules())  # each runs once per pass
+    assert len(kernel_calls) == packed.nfe * (linears if encoder_too else 1)
+    if not encoder_too:  # the head's calls: the block's positions against the hidden size
+        assert all(shape[1] == model.config.hidden_size for shape in kernel_calls)
     kernel_calls.clear()
     monkeypatch.setattr(onednn, "PACK_MIN_STEPS", 10**6)  # now too few steps to pack: torch's own linear
     plain = model.generate(torch.tensor([prompt]), output_history=True, **settings)
@@ -146,6 +149,9 @@ def test_the_head_is_not_packed_when_it_would_not_pay_or_exactness_is_asked(monk
     mode = onednn_linear_mode(model, steps=64, rows=8)
     assert isinstance(mode, OneDNNLinearMode) and not mode.float32
     assert [entry.weight for entry in mode.packed.values()] == [model.get_output_embeddings().weight]
+    monkeypatch.setattr(onednn, "PACK_MIN_LINEAR_ELEMENTS", 0)  # every linear, each weight once
+    linears = [module.weight for module in model.modules() if isinstance(module, nn.Linear)]
+    assert {id(entry.weight) for entry in onednn_linear_mode(model, steps=64).packed.values()} == set(map(id, linears))
     torch.use_deterministic_algorithms(True)
     try:
         assert isinstance(onednn_linear_mode(model, steps=64), plain)

@@ -272,7 +272,15 @@ class MaskedDiffusionGenerationMixin:
                     "plain decoding (in bfloat16 they did; see docs/generation.md). Leave `compile_config` unset for "
                     "exact decoding."
                 )
-            stack.enter_context(onednn_linear_mode(self, steps=config.steps, rows=rows, compiled_step=compiled_step))
+            stack.enter_context(
+                onednn_linear_mode(
+                    self,
+                    steps=config.steps,
+                    rows=rows,
+                    encoder_rows=canvas.tokens.numel(),
+                    compiled_step=compiled_step,
+                )
+            )
             result = denoise(
                 self,
                 canvas,
