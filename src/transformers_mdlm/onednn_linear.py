@@ -144,9 +144,10 @@ def onednn_linear_mode(
     linears (for `encoder_rows` rows, default `rows`); else a no-op context.
 
     Models whose encoder was compiled with `torch.compile`, and decoding whose step is (`compiled_step`, set by a
-    `compile_config`), are left to the compiler, which picks its own CPU kernels (oneDNN's among them), and under PyTorch's own switch
-    for exact results, `torch.use_deterministic_algorithms(True)`, nothing is substituted: oneDNN sums in another
-    order than PyTorch's default kernel, which can flip a greedy near-tie, so exactness there means PyTorch's kernels.
+    `compile_config`), are left to the compiler, which picks its own CPU kernels (oneDNN's among them). Under
+    PyTorch's own switch for exact results, `torch.use_deterministic_algorithms(True)`, nothing is substituted: oneDNN
+    sums in another order than PyTorch's default kernel, which can flip a greedy near-tie, so exactness there means
+    PyTorch's kernels.
     """
     parameter = next(model.parameters(), None)
     compiled = getattr(getattr(model, "base_model", model), "_compiled_call_impl", None) is not None

@@ -260,9 +260,9 @@ class MaskedDiffusionGenerationMixin:
         with ExitStack() as stack:
             if cache is not None:
                 stack.enter_context(dual_cache_attention_enabled(self))
-            # On a CPU: oneDNN's linear kernel for float32, a packed output head for bfloat16 (packed for about the
-            # rows a step scores; a hint only, read from shapes so that no device sync is needed). A compiled step is
-            # left to the compiler (inductor cannot lower the mode's oneDNN call).
+            # On a CPU: oneDNN's linear kernel for float32, packed weights for bfloat16 (the head packed for about the
+            # rows a step scores, the encoder's linears for the canvas; hints only, read from shapes so that no device
+            # sync is needed). A compiled step is left to the compiler (inductor cannot lower the mode's oneDNN call).
             rows = canvas.tokens.shape[0] * (config.block_length or canvas.tokens.shape[1])
             compiled_step = config.compile_config is not None
             if compiled_step and torch.are_deterministic_algorithms_enabled():
