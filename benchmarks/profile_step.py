@@ -25,7 +25,7 @@ def runtime_calls(prof: profile) -> dict[str, int]:
     """How many times each CUDA runtime or driver function ran (launches, graph replays, copies, syncs)."""
     counts = collections.Counter()
     for event in prof.events():
-        if event.name.startswith(("cuda", "cu")) and event.device_type == torch.autograd.DeviceType.CPU:
+        if event.name.startswith("cu") and event.device_type == torch.autograd.DeviceType.CPU:
             counts[event.name] += 1
     return dict(counts.most_common(8))
 
