@@ -34,6 +34,7 @@ from .training import (
     format_instruction_dataset,
     mix_corpus_blocks,
     pack_dataset,
+    tokenize_line_by_line,
 )
 
 register_pipeline()
@@ -71,4 +72,5 @@ __all__ = [
     "pack_dataset",
     "register_pipeline",
     "resolve_model_name",
+    "tokenize_line_by_line",
 ]

@@ -13,6 +13,7 @@ from transformers_mdlm import (
     format_instruction_dataset,
     mix_corpus_blocks,
     pack_dataset,
+    tokenize_line_by_line,
 )
 from transformers_mdlm.cli import main
 from transformers_mdlm.training.recipe import RecipeArguments
@@ -90,3 +91,42 @@ def test_sft_recipe_replays_the_corpus(tmp_path, capsys):
     assert main(["train", "pretrain", "--model", str(base), "--train_file", str(corpus), "--replay_file", str(corpus),
                  "--replay_ratio", "0.5", "--output_dir", str(tmp_path / "p"), *COMMON]) == 2  # fmt: skip
     assert "instruction tuning only" in capsys.readouterr().err
+
+
+def test_tokenize_line_by_line_keeps_each_document_whole_in_windows():
+    tokenizer = make_tiny_tokenizer()
+    corpus = Dataset.from_dict({"text": ["w1 w2 w3", "", "   ", " ".join(f"w{i}" for i in range(20)), "w5"]})
+    rows = tokenize_line_by_line(corpus, tokenizer, max_length=8)
+    documents = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("w1 w2 w3", "w5")]
+    long_document = tokenizer(corpus[3]["text"], add_special_tokens=False)["input_ids"]
+    assert len(long_document) > 16  # three windows
+    expected = [documents[0], long_document[:8], long_document[8:16], long_document[16:], documents[1]]
+    assert rows["input_ids"] == expected  # no EOS, no joining, blank lines dropped, nothing cut off
+    assert rows["sample_id"] == list(range(5))
+    with pytest.raises(ValueError, match="no non-empty document"):
+        tokenize_line_by_line(Dataset.from_dict({"text": ["", " "]}), tokenizer, max_length=8)
+    for bad in (0, True, 2.5):
+        with pytest.raises((ValueError, TypeError), match="`max_length`"):
+            tokenize_line_by_line(corpus, tokenizer, max_length=bad)
+    with pytest.raises(ValueError, match="column"):
+        tokenize_line_by_line(corpus.rename_column("text", "body"), tokenizer, max_length=8)
+
+
+def test_line_by_line_recipe_trains_and_replays_documents(tmp_path):
+    base = tmp_path / "base"
+    small_model().save_pretrained(base)
+    make_tiny_tokenizer().save_pretrained(base)
+    corpus, data = tmp_path / "corpus.txt", tmp_path / "instruct.jsonl"
+    corpus.write_text("\n".join(" ".join(f"w{(i + j) % 80}" for j in range(3 + i % 5)) for i in range(60)))
+    data.write_text("\n".join(json.dumps({"instruction": f"w{i}", "output": f"w{i + 1} w{i + 2}"}) for i in range(40)))
+    out = tmp_path / "pretrain"
+    assert main(["train", "pretrain", "--model", str(base), "--train_file", str(corpus), "--block_size", "16",
+                 "--line_by_line", "true", "--output_dir", str(out), *COMMON]) == 0  # fmt: skip
+    # 4 steps x 4 rows of 60 documents, one row each.
+    assert json.loads((out / "training_summary.json").read_text())["summary"]["epochs"] == round(16 / 60, 3)
+    out = tmp_path / "sft"
+    assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--block_size", "16",
+                 "--replay_file", str(corpus), "--replay_ratio", "1.0", "--line_by_line", "true",
+                 "--output_dir", str(out), *COMMON]) == 0  # fmt: skip
+    # 40 instruction rows + 40 documents drawn from the 60.
+    assert json.loads((out / "training_summary.json").read_text())["summary"]["epochs"] == round(16 / 80, 3)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from .arguments import LOSS_NORMALIZATIONS, LOSS_WEIGHTINGS, MaskedDiffusionTrainingArguments
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
-from .data import format_instruction_dataset, instruction_messages, mix_corpus_blocks, pack_dataset
+from .data import (
+    format_instruction_dataset,
+    instruction_messages,
+    mix_corpus_blocks,
+    pack_dataset,
+    tokenize_line_by_line,
+)
 from .lora import MODERNBERT_LORA_TARGETS, add_lora, diffutron_lora_config, merge_lora
 from .trainer import MaskedDiffusionTrainer
 
@@ -23,4 +29,5 @@ __all__ = [
     "merge_lora",
     "mix_corpus_blocks",
     "pack_dataset",
+    "tokenize_line_by_line",
 ]

@@ -20,7 +20,7 @@ from ..model_card import lora_settings
 from ..modeling_auto import AutoModelForMaskedDiffusion
 from .arguments import MaskedDiffusionTrainingArguments
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
-from .data import format_instruction_dataset, mix_corpus_blocks, pack_dataset
+from .data import format_instruction_dataset, mix_corpus_blocks, pack_dataset, tokenize_line_by_line
 from .lora import MODERNBERT_LORA_TARGETS, add_lora, diffutron_lora_config, merge_lora
 from .trainer import MaskedDiffusionTrainer
 
@@ -35,6 +35,13 @@ class RecipeArguments:
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (defaults to the model's)."})
     text_column: str = field(default="text", metadata={"help": "Text column of a JSON corpus."})
     block_size: int = field(default=128, metadata={"help": "Pretraining and SFT replay: tokens per packed block."})
+    line_by_line: bool = field(
+        default=False,
+        metadata={
+            "help": "Pretraining and SFT replay: one document per row (cut into block_size windows) instead of packed "
+            "blocks, as transformers' run_mlm.py --line_by_line."
+        },
+    )
     max_length: int | None = field(default=None, metadata={"help": "SFT: longest row, in tokens."})
     truncate: bool = field(default=False, metadata={"help": "SFT: cut rows longer than max_length."})
     pad_answer_to: int | None = field(
@@ -81,6 +88,14 @@ def _load_rows(path: str, limit: int | None) -> Dataset:
     kind = "json" if path.endswith((".json", ".jsonl")) else "text"
     dataset = load_dataset(kind, data_files=path, split="train")
     return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
+def _corpus_rows(recipe: RecipeArguments, path: str, tokenizer: Any, limit: int | None = None) -> Dataset:
+    """A text corpus as packed blocks, or one document per row with `line_by_line`."""
+    rows = _load_rows(path, limit)
+    if recipe.line_by_line:
+        return tokenize_line_by_line(rows, tokenizer, recipe.block_size, text_column=recipe.text_column)
+    return pack_dataset(rows, tokenizer, recipe.block_size, text_column=recipe.text_column)
 
 
 def _filter_tasks(dataset: Dataset, recipe: RecipeArguments) -> Dataset:
@@ -146,12 +161,8 @@ def run_pretraining(recipe: RecipeArguments, args: MaskedDiffusionTrainingArgume
             f"{sorted(sft_only)} apply to instruction tuning only; pretraining would ignore them: {sft_only}."
         )
     model, tokenizer = _model_and_tokenizer(recipe)
-    train = pack_dataset(_load_rows(recipe.train_file, recipe.limit), tokenizer, recipe.block_size,
-                         text_column=recipe.text_column)  # fmt: skip
-    evaluation = None
-    if recipe.validation_file:
-        evaluation = pack_dataset(_load_rows(recipe.validation_file, None), tokenizer, recipe.block_size,
-                                  text_column=recipe.text_column)  # fmt: skip
+    train = _corpus_rows(recipe, recipe.train_file, tokenizer, recipe.limit)
+    evaluation = _corpus_rows(recipe, recipe.validation_file, tokenizer) if recipe.validation_file else None
     collator = DataCollatorForMaskedDiffusion(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
     )
@@ -167,8 +178,7 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
     train = format_instruction_dataset(rows, tokenizer, **formatting)
     if recipe.replay_file:
-        blocks = pack_dataset(_load_rows(recipe.replay_file, None), tokenizer, recipe.block_size,
-                              text_column=recipe.text_column)  # fmt: skip
+        blocks = _corpus_rows(recipe, recipe.replay_file, tokenizer)
         train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     evaluation = None
     if recipe.validation_file:
