@@ -112,7 +112,7 @@ def test_tokenize_line_by_line_keeps_each_document_whole_in_windows():
         tokenize_line_by_line(corpus.rename_column("text", "body"), tokenizer, max_length=8)
 
 
-def test_line_by_line_recipe_trains_and_replays_documents(tmp_path):
+def test_line_by_line_recipe_trains_and_replays_documents(tmp_path, capsys):
     base = tmp_path / "base"
     small_model().save_pretrained(base)
     make_tiny_tokenizer().save_pretrained(base)
@@ -130,3 +130,7 @@ def test_line_by_line_recipe_trains_and_replays_documents(tmp_path):
                  "--output_dir", str(out), *COMMON]) == 0  # fmt: skip
     # 40 instruction rows + 40 documents drawn from the 60.
     assert json.loads((out / "training_summary.json").read_text())["summary"]["epochs"] == round(16 / 80, 3)
+    # Without replay, instruction tuning has no corpus rows to shape: the flag is refused, not ignored.
+    assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--line_by_line", "true",
+                 "--output_dir", str(tmp_path / "sft2"), *COMMON]) == 2  # fmt: skip
+    assert "set `replay_file` too" in capsys.readouterr().err

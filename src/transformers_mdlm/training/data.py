@@ -1,4 +1,5 @@
-"""Data preparation on `datasets`: packing a text corpus (or one document per row), and formatting instructions with a chat template."""
+"""Data preparation on `datasets`: packing a text corpus (or one document per row), and formatting instructions with
+a chat template."""
 
 from __future__ import annotations
 

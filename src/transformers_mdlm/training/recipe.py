@@ -173,6 +173,8 @@ def run_pretraining(recipe: RecipeArguments, args: MaskedDiffusionTrainingArgume
 
 def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments) -> dict[str, Any]:
     """Instruction-tune on `instruction`/`input`/`output` or `messages` rows with the chat template."""
+    if recipe.line_by_line and not recipe.replay_file:  # in instruction tuning it shapes the replay rows only
+        raise ValueError("`line_by_line` applies to pretraining and to SFT replay rows; set `replay_file` too.")
     model, tokenizer = _model_and_tokenizer(recipe)
     rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
     formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
