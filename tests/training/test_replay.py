@@ -110,6 +110,10 @@ def test_tokenize_line_by_line_keeps_each_document_whole_in_windows():
             tokenize_line_by_line(corpus, tokenizer, max_length=bad)
     with pytest.raises(ValueError, match="column"):
         tokenize_line_by_line(corpus.rename_column("text", "body"), tokenizer, max_length=8)
+    tokenizer.eos_token = None  # nothing separates documents here, so no EOS is needed (packing needs one)
+    assert tokenize_line_by_line(corpus, tokenizer, max_length=8)["input_ids"] == expected
+    with pytest.raises(ValueError, match="no EOS token"):
+        pack_dataset(corpus, tokenizer, block_size=8)
 
 
 def test_line_by_line_recipe_trains_and_replays_documents(tmp_path, capsys):

@@ -21,10 +21,10 @@ def _check_dataset(dataset: Any, needed: tuple[tuple[str, ...], ...], what: str)
         raise ValueError(f"The {what} dataset needs the column(s) {wanted}; it has {dataset.column_names}.")
 
 
-def _check_tokenizer(tokenizer: Any) -> None:
+def _check_tokenizer(tokenizer: Any, *, needs_eos: bool = True) -> None:
     if getattr(tokenizer, "mask_token_id", None) is None:
         raise ValueError(f"The tokenizer {type(tokenizer).__name__} has no mask token; masked diffusion needs one.")
-    if tokenizer.eos_token_id is None:
+    if needs_eos and tokenizer.eos_token_id is None:
         raise ValueError(f"The tokenizer {type(tokenizer).__name__} has no EOS token; documents are separated by it.")
 
 
@@ -112,7 +112,7 @@ def tokenize_line_by_line(
     ```
     """
     _check_dataset(dataset, ((text_column,),), "text")
-    _check_tokenizer(tokenizer)
+    _check_tokenizer(tokenizer, needs_eos=False)  # no separator: each document stands alone
     check_int("max_length", max_length, minimum=1)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
