@@ -109,14 +109,14 @@ def measure(pipe, data: Path, num_samples: int) -> dict:
 
 
 LIMITATIONS = (
-    "A ~9M-parameter model trained on 0.8M words of Turkish. Its chat answers are Turkish words in the shape of a "
-    "sentence (almost all of them words of the corpus), but they rarely mean anything and are unrelated to the "
-    'question; words of its instruction data\'s tasks ("isim", "fiil") leak into answers of other tasks. XCOPA '
-    "and EXAMS accuracies at chance mean it does not understand questions. Plain completions (no chat template) fill "
-    "their 64 tokens; its decoding defaults forbid any pair of tokens twice (`no_repeat_ngram_size=2`), so they no "
-    'longer loop ("millet ve millet ve ..." without it), but they turn into lists of words joined by "ve" ("bütün '
-    'millet ve bütün vatanlar ve ..."); pass a smaller `max_new_tokens`. It is a working end-to-end example and an '
-    "offline default, not a useful assistant."
+    "A ~9M-parameter model trained on 0.8M words of Turkish. Its chat answers are short (4 to 10 words), Turkish "
+    "words in the shape of a sentence (almost all of them words of the corpus), but they rarely mean anything, are "
+    'unrelated to the question, often open with the same words ("Bu arada", "Bu şekilde") and some stop after "ve" '
+    '("and"); it cannot list the words a task asks for (names, verbs). XCOPA and EXAMS accuracies near chance mean '
+    "it does not understand questions. Plain completions (no chat template) fill their 64 tokens; its decoding "
+    "defaults forbid any pair of tokens twice (`no_repeat_ngram_size=2`), so they do not loop, but they drift into "
+    'lists of words joined by "ve", into the corpus\'s flight-booking sentences (ATIS) or song and album names; pass '
+    "a smaller `max_new_tokens`. It is a working end-to-end example and an offline default, not a useful assistant."
 )
 
 
@@ -133,6 +133,8 @@ def describe(log: dict) -> str:
     sft_stages = sum(key in log for key in ("sft1", "sft2"))
     cycles = 1 + len(restart_stages(log))
     pretraining = f"pretraining in {NUMBERS.get(cycles, cycles)} cosine cycles" if cycles > 1 else "pretraining"
+    if "pretrain_lines" in log:
+        pretraining += " on packed blocks, then on one document per row"
     stages = f"{pretraining}, then {'two stages' if sft_stages == 2 else 'one stage'} of instruction tuning"
     return (
         "The small Turkish masked diffusion model shipped inside transformers-mdlm: what "
@@ -155,6 +157,7 @@ def training_table(log: dict) -> dict:
             if restart_stages(log)
             else ""
         )
+        + (", pretraining on one document per row (`pretrain_lines`)" if "pretrain_lines" in log else "")
         + (", SFT stage 1 on the linguistic tasks and sentence continuations" if "sft1" in log else "")
         + ", SFT stage 2 on a rebalanced mix)",
         "wall time per stage (s)": ", ".join(f"{k} {v['wall_seconds']}" for k, v in stages.items()),
@@ -163,7 +166,8 @@ def training_table(log: dict) -> dict:
         "objective": "MDLM, linear schedule, 1/t weighting, per-sequence normalisation, bf16 autocast; SFT answers "
         "padded with scored EOS to 64 tokens"
         + (
-            f"; SFT rows mixed with packed corpus blocks ({log['replay_ratio']} per instruction row, scored whole)"
+            f"; SFT rows mixed with corpus {log.get('replay_rows', 'packed blocks')} ({log['replay_ratio']} per "
+            "instruction row, scored whole)"
             if log.get("replay_ratio")
             else ""
         ),
@@ -186,15 +190,18 @@ def sweep_table(work: Path) -> str | None:
     lines = [
         f"How these defaults were chosen (`examples/tune_embedded_decoding.py`, {len(sweep['prompts'])} validation "
         "chat prompts and 6 plain completions written for tuning; the answer's bound is scored by the model itself, "
-        "lower = likelier):",
+        "lower = likelier; failed outputs: chat answers missing the criteria or looping plus looping completions, "
+        "of 14; the winner has the fewest, then the most answers meeting the criteria, then the lowest bound):",
         "",
-        "| setting | meets chat criteria | chat loops | completion loops | distinct-2 | answer bound (nats/token) |",
-        "|---|---|---|---|---|---|",
+        "| setting | failed outputs | meets chat criteria | chat loops | completion loops | distinct-2 | answer bound "
+        "(nats/token) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in sweep["rows"]:
         name = f"**{row['setting']}** (chosen)" if row["setting"] == sweep["chosen"] else row["setting"]
         completion_loops = f"{row['completion_loops']:.0%}" if "completion_loops" in row else "not measured"
-        lines.append(f"| {name} | {row['meets_criteria']:.0%} | {row['loops']:.0%} | {completion_loops} | "
+        failed = row.get("failed_outputs", "not measured")
+        lines.append(f"| {name} | {failed} | {row['meets_criteria']:.0%} | {row['loops']:.0%} | {completion_loops} | "
                      f"{row['distinct_2']:.2f} | {row['answer_bound_nats_per_token']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Train the package's embedded Turkish model: tokenizer -> pretraining -> instruction tuning -> install.
 
-Run (about 2 hours 10 minutes on a 2-core CPU; every stage is resumable and skipped when its output exists):
+Run (about 2 hours 22 minutes on a 2-core CPU; every stage is resumable and skipped when its output exists):
 
     python examples/train_embedded_model.py --data-dir ../shared/data/turkish --work-dir outputs/embedded
 
@@ -10,21 +10,16 @@ Stages (the Diffutron recipe at a scale this machine can run):
    tokenizer) trained with `tokenizers` on the corpus;
 2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
    a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
-   2b. pretrain2: a warm restart, a shorter cosine cycle from the first one's end (the loss was still falling at
-   4,000 steps; a restart keeps the first cycle's checkpoint and log valid). `--continue-steps 1500 1000
-   --continue-lrs 6e-4 4e-4` adds a third cycle (`pretrain3`); measured: bound 0.772x -> 0.766x before SFT and
-   0.785x -> 0.779x after it (0.780x with `--sft-seed 1`), but 2 of the card's 12 chat answers met the criteria with
-   either SFT seed (5 of 12 without the third cycle; each model with its own tuned decoding), so the default stays at
-   two cycles;
-   2c. pretrain_lines, only with `--line-steps N` (off by default): N steps with one document per row
-   (`RecipeArguments.line_by_line`, 128 documents a step, grouped by length), so that the model sees texts that start
-   at the first position and end at the last, as the evidence bound scores held-out texts and as prompts arrive; SFT
-   then replays documents too. Measured from v3's pretrain2 (bound 0.772x of the unigram model): 300 steps 0.757x
-   (300 more on packed blocks instead: 0.773x, same wall time); `--line-steps 500 --replay-ratio 1.0`: 0.750x after
-   the stage (666 s), 0.770x after SFT (8 samples; `--replay-ratio 2.0`: 0.767x). On the card (32 samples) that model
-   gave 0.767x (v3: 0.783x), XCOPA-tr 57%, EXAMS-tr 21.4% (v3: 56%, 19.6%), but 3 of the 12 chat answers met the
-   criteria (v3: 5), 3 answers were empty, and 72% of the words were corpus words (v3: 94%), so it is not the
-   default;
+   4,000 steps of 32 blocks of 128 tokens (5,050 s; bound 0.801x of the unigram model after it);
+   2b. only with `--continue-steps N [N ...] --continue-lrs LR [LR ...]` (none by default): warm restarts on packed
+   blocks, each a shorter cosine cycle from the previous one's end. Model v3 had one (1,500 steps, lr 6e-4, 2,822 s:
+   0.801x -> 0.772x); a second (1,000 steps) gave 0.766x before SFT and 0.779x after it, but 2 of the card's 12 chat
+   answers met the criteria (5 with one restart); 300 more packed steps after the first restart gained nothing;
+   2c. pretrain_lines: 2,000 steps with one document per row (`RecipeArguments.line_by_line`, 128 documents a step,
+   grouped by length, peak lr 6e-4, `--line-steps`, 0 skips it), so that the model sees texts that start at the first
+   position and end at the last, as the evidence bound scores held-out texts and as prompts arrive (packed blocks
+   start and end mid-document). Measured (model v6, the default): 0.801x -> 0.741x in 2,545 s, where v3's restart
+   reached 0.772x in 2,822 s (and v3's restart followed by 500 steps of documents 0.750x, model "v5" of the notes);
 3. Diffutron's chat markers become single tokens; then, only with `--sft1-steps N` (off by default), sft1:
    instruction tuning on the linguistic tasks (NER, lemmatisation, POS tagging, verb/noun listing) plus sentence
    continuations from the corpus. Measured with replay (500 steps, then 700 of sft2): the chat answers turned into
@@ -35,10 +30,10 @@ Stages (the Diffutron recipe at a scale this machine can run):
 5. install: the final model in half precision, its tokenizer and generation defaults, copied into the package
    (`src/transformers_mdlm/default_model`), where `pipeline("masked-diffusion")` finds it.
 
-The SFT stages mix corpus rows into their rows (`replay_ratio` rows per instruction row, scored whole as in
-pretraining; documents with `pretrain_lines`, else packed blocks), so that instruction tuning keeps the pretrained
-model's language (measured: one stage without replay took the bound from 0.80x to 0.93x of the unigram model, with
-half a packed block per row from 0.77x to 0.79x). Answers are padded
+The SFT stages mix corpus rows into their rows (`replay_ratio` rows per instruction row, 2 by default, scored whole as
+in pretraining; documents with `pretrain_lines`, else packed blocks), so that instruction tuning keeps the pretrained
+model's language (measured: one stage without replay took the bound from 0.80x to 0.93x of the unigram model, half a
+packed block per row from 0.77x to 0.79x, two documents per row from 0.741x to 0.764x in model v6). Answers are padded
 with scored EOS tokens to `max_new_tokens` (LLaDA's SFT), so the model learns to end them. The evidence bound on `validation.txt` is measured after each stage and written to the log with the wall times. The
 evaluation and the model card come from `examples/evaluate_embedded_model.py`.
 """
@@ -203,28 +198,28 @@ def parse_args() -> argparse.Namespace:
         "--continue-steps",
         type=int,
         nargs="*",
-        default=[1500],
-        help="steps of each warm-restart cycle after the first (none: no restart)",
+        default=[],
+        help="steps of each warm-restart cycle on packed blocks after the first (none, the default: no restart)",
     )
     parser.add_argument(
         "--continue-lrs",
         type=float,
         nargs="*",
-        default=[6e-4],
+        default=[],
         help="peak learning rate of each warm-restart cycle, one per --continue-steps",
     )
     parser.add_argument(
         "--line-steps",
         type=int,
-        default=0,
-        help="steps of a last pretraining stage with one document per row (0, the default, skips it)",
+        default=2000,
+        help="steps of the last pretraining stage, one document per row (0 skips it)",
     )
-    parser.add_argument("--line-lr", type=float, default=4e-4, help="peak learning rate of that stage")
+    parser.add_argument("--line-lr", type=float, default=6e-4, help="peak learning rate of that stage")
     parser.add_argument("--line-batch-size", type=int, default=128, help="documents per step in that stage")
     parser.add_argument(
         "--replay-ratio",
         type=float,
-        default=0.5,
+        default=2.0,
         help="SFT: corpus rows (documents with --line-steps, else packed blocks) per instruction row",
     )
     parser.add_argument("--sft1-steps", type=int, default=0, help="stage 1 steps (0, the default, skips it)")

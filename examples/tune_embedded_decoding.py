@@ -9,8 +9,10 @@ other prompts) and is measured by: the share of answers meeting the chat criteri
 the corpus vocabulary), the share with a loop, distinct-2 over all answers, and the evidence bound of the answers
 under the model itself (nats per token: lower means the model finds its answer likelier; a loop also scores well, so
 read it with the other columns); 6 plain completions (`VALIDATION_COMPLETIONS`, not the card's) add their share with a
-loop. The winner: most answers meeting the criteria, then fewest loops (chat answers plus completions), then the
-lowest bound. It is saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the
+loop. The winner: fewest failed outputs (a chat answer that misses the criteria or loops, a completion that loops: 14
+outputs, each counting once), then most answers meeting the criteria, then the lowest bound. (Until model v6 the rule
+ranked the criteria first; on v6 it then chose a setting whose completions looped 3 times in 6, against the issue's
+"completions without loops", over one with 1 fewer answer meeting the criteria and no loop at all.) It is saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the
 work folder, from which `evaluate_embedded_model.py` writes the model card.
 """
 
@@ -96,6 +98,10 @@ def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
     completions = [output[0]["generated_text"] for output in outputs]
     return {
         "meets_criteria": sum(check.passes for check in checks) / len(checks),
+        "failed_outputs": sum(
+            not check.passes or has_loop(answer) for check, answer in zip(checks, answers, strict=True)
+        )
+        + sum(has_loop(text) for text in completions),
         "loops": sum(has_loop(answer) for answer in answers) / len(answers),
         "completion_loops": sum(has_loop(text) for text in completions) / len(completions),
         "distinct_2": distinct_n(answers, 2),
@@ -124,7 +130,7 @@ def main() -> None:
         row = {"setting": name, "settings": settings, **measure(pipe, settings, vocabulary)}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("answers", "problems")}, ensure_ascii=False))
-    best = min(rows, key=lambda r: (-r["meets_criteria"], r["loops"] + r["completion_loops"],
+    best = min(rows, key=lambda r: (r["failed_outputs"], -r["meets_criteria"],
                                     r["answer_bound_nats_per_token"]))  # fmt: skip
     print(f"chosen: {best['setting']} {json.dumps(best['settings'])}")
     for answer in best["answers"]:

@@ -1,10 +1,10 @@
 """Quality floors of the embedded model, on prompts it was not tuned on.
 
-The floors are what model v3 reaches (measured values in the comments), set where model v2 fails four of them (its
-bound was 0.870x the unigram model's, 3 of 12 answers met the chat criteria, 75% of their words were corpus words, 5
-of 6 plain completions looped) and the first embedded model fails every test (all its chat answers opened with an
-exam-option letter). They are below
-issue 14's goals (every answer meeting the criteria, a bound <= 0.75x): raise them with the model. The prompts are the
+The floors are set under what model v6 reaches (measured values in the comments) and above model v3 (bound 0.785x
+the unigram model's, 5 of 12 answers meeting the chat criteria), which fails two of them; model v2 (0.870x, 3 of 12,
+75% corpus words, 5 of 6 plain completions looping) fails four and the first embedded model every test (all its chat
+answers opened with an exam-option letter). They are below issue 14's goals (every answer meeting the criteria, a
+bound <= 0.75x): raise them with the model. The prompts are the
 model card's (`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its
 decoding (that used `examples/tune_embedded_decoding.py`'s own prompts).
 """
@@ -49,12 +49,12 @@ def answers() -> dict[str, list[str]]:
 def test_no_chat_answer_opens_with_an_option_letter_or_loops(answers):
     checks = [check_answer(reply) for reply in answers["chat"]]
     assert not any(check.opens_with_option_letter for check in checks), answers["chat"]  # v1: 12 of 12
-    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers["chat"]  # v3: 0 of 12 (1 without the
-    # n-gram ban), v2: 1
+    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers["chat"]  # v6, v3: 0 of 12 (v3: 1 without
+    # the n-gram ban), v2: 1
 
 
 def test_plain_completions_do_not_loop(answers):
-    # v3 with its decoding defaults (no_repeat_ngram_size=2): 0 of 6; v3 without the ban and v2: 5 of 6.
+    # v6 and v3 with their decoding defaults (no_repeat_ngram_size=2): 0 of 6; v3 without the ban and v2: 5 of 6.
     assert sum(has_loop(text) for text in answers["completion"]) <= 1, answers["completion"]
 
 
@@ -62,8 +62,8 @@ def test_plain_completions_do_not_loop(answers):
 def test_some_chat_answers_meet_every_criterion(answers):
     vocabulary = corpus_vocabulary((SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines())
     checks = [check_answer(reply, vocabulary) for reply in answers["chat"]]
-    assert sum(check.passes for check in checks) >= 4, [c.problems() for c in checks]  # v3: 5 of 12; v2: 3; v1: 0
-    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.85  # v3: 94%, v2: 75%, v1: 73%
+    assert sum(check.passes for check in checks) >= 7, [c.problems() for c in checks]  # v6: 8 of 12; v3: 5; v2: 3
+    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.90  # v6: 97%, v3: 94%, v2: 75%
 
 
 @needs_corpus
@@ -79,4 +79,6 @@ def test_the_bound_on_validation_beats_the_unigram_model():
     train = (SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines()
     bound = corpus_evidence_bound(model, tokenizer, validation, num_samples=8, seed=0)
     unigram = unigram_bound(tokenizer, train, validation)
-    assert bound.bits_per_character / unigram.bits_per_character <= 0.82  # v3: 0.785, v2: 0.870 (8 samples)
+    assert (
+        bound.bits_per_character / unigram.bits_per_character <= 0.775
+    )  # v6: 0.764, v3: 0.785, v2: 0.870 (8 samples)
