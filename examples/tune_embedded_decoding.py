@@ -12,8 +12,9 @@ read it with the other columns); 6 plain completions (`VALIDATION_COMPLETIONS`, 
 loop. The winner: fewest failed outputs (a chat answer that misses the criteria or loops, a completion that loops: 14
 outputs, each counting once), then most answers meeting the criteria, then the lowest bound. (Until model v6 the rule
 ranked the criteria first; on v6 it then chose a setting whose completions looped 3 times in 6, against the issue's
-"completions without loops", over one with 1 fewer answer meeting the criteria and no loop at all.) It is saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the
-work folder, from which `evaluate_embedded_model.py` writes the model card.
+"completions without loops", over one with 1 fewer answer meeting the criteria and no loop at all.) The winner is
+saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the work folder,
+from which `evaluate_embedded_model.py` writes the model card.
 """
 
 from __future__ import annotations
