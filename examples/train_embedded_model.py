@@ -224,6 +224,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--sft1-steps", type=int, default=0, help="stage 1 steps (0, the default, skips it)")
     parser.add_argument("--sft2-steps", type=int, default=1000)
+    parser.add_argument("--sft2-lr", type=float, default=3e-4, help="peak learning rate of stage 2")
     parser.add_argument("--sft-seed", type=int, default=0, help="seed of the SFT stages (row order, masks)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
@@ -304,7 +305,7 @@ def main() -> None:
     if args.sft1_steps:
         stage1 = instruction_tuning("sft1", chat_ready, args.sft1_steps, 5e-4, 50)
         measure_bound(stage1, data, log, "sft1", args.bound_samples)
-    stage2 = instruction_tuning("sft2", stage1, args.sft2_steps, 3e-4, 30)
+    stage2 = instruction_tuning("sft2", stage1, args.sft2_steps, args.sft2_lr, 30)
     measure_bound(stage2, data, log, "sft2", args.bound_samples)
     log_path.write_text(json.dumps(log, indent=2, default=str))
 
