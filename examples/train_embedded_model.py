@@ -26,7 +26,10 @@ Stages (the Diffutron recipe at a scale this machine can run):
    the linguistic tasks' lists ("Fiimler: isim"; 17% of the card's answers met the chat criteria, against 42% without
    stage 1), so the default recipe skips it;
 4. sft2: instruction tuning on a rebalanced mix (see `embedded_model_data.py`, which keeps 400 linguistic rows),
-   1,000 steps from the pretrained model (or from stage 1);
+   1,000 steps from the pretrained model (or from stage 1), peak lr 3e-4 (`--sft2-lr`). Measured from v6's
+   pretrain_lines with `--sft2-lr 1.5e-4`: the bound after SFT 0.754x (8 samples; 0.751x on the card, v6 0.761x) and
+   EXAMS-tr 20.6% (v6 20.4%), but 4 of the card's 12 chat answers met the criteria (v6: 8; long lists joined by
+   "ve") and 1 of 6 completions looped, so the default stays at 3e-4;
 5. install: the final model in half precision, its tokenizer and generation defaults, copied into the package
    (`src/transformers_mdlm/default_model`), where `pipeline("masked-diffusion")` finds it.
 
