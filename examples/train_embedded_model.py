@@ -228,6 +228,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sft1-steps", type=int, default=0, help="stage 1 steps (0, the default, skips it)")
     parser.add_argument("--sft2-steps", type=int, default=1000)
     parser.add_argument("--sft2-lr", type=float, default=3e-4, help="peak learning rate of stage 2")
+    parser.add_argument(
+        "--sft-lora-r",
+        type=int,
+        default=0,
+        help="SFT with a LoRA adapter of this rank (merged after training; the chat markers' embedding rows train "
+        "with it); 0, the default, trains every weight",
+    )
+    parser.add_argument("--sft-lora-alpha", type=int, default=64, help="LoRA alpha of the SFT adapter")
     parser.add_argument("--sft-seed", type=int, default=0, help="seed of the SFT stages (row order, masks)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bound-samples", type=int, default=8, help="Monte Carlo samples of the per-stage bound")
@@ -296,10 +304,16 @@ def main() -> None:
     log["replay_ratio"] = args.replay_ratio
     log["replay_rows"] = "documents" if replay.get("line_by_line") else "packed blocks"
 
+    lora = {}
+    if args.sft_lora_r:  # an adapter on every linear layer, and the new chat markers' embedding rows
+        lora = {"lora": True, "lora_r": args.sft_lora_r, "lora_alpha": args.sft_lora_alpha,
+                "lora_trainable_tokens": ",".join(CHAT_MARKERS)}  # fmt: skip
+    log["sft_lora"] = {"r": args.sft_lora_r, "alpha": args.sft_lora_alpha} if lora else None
+
     def instruction_tuning(name: str, start: Path, steps: int, learning_rate: float, warmup_steps: int) -> Path:
         recipe = RecipeArguments(
             model=str(start), train_file=str(stage_data[name]), max_length=256, truncate=True,
-            pad_answer_to=GENERATION_DEFAULTS["max_new_tokens"], block_size=args.block_size, **replay,
+            pad_answer_to=GENERATION_DEFAULTS["max_new_tokens"], block_size=args.block_size, **replay, **lora,
         )  # fmt: skip
         return run_stage(name, work, log, run_instruction_tuning, recipe, max_steps=steps, learning_rate=learning_rate,
                          warmup_steps=warmup_steps, per_device_train_batch_size=16, seed=args.sft_seed)  # fmt: skip

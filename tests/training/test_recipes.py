@@ -66,6 +66,35 @@ def test_progressive_instruction_tuning_filters_tasks(base, tmp_path):
         )
 
 
+def test_lora_instruction_tuning_trains_the_named_token_rows_only(base, tmp_path):
+    """`lora_trainable_tokens`: the markers' embedding rows train next to the adapter (peft's trainable tokens); every
+    other row stays as it was, the decoder stays tied, and the merged model is a plain one."""
+    rows = [{"instruction": f"w{i}", "input": "", "output": f"w{i + 1} w{i + 2}"} for i in range(40)]
+    data = tmp_path / "instruct.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "sft"
+    assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--lora", "--lora_r", "4",
+                 "--lora_alpha", "8", "--lora_trainable_tokens", "[Answer],[/Answer]", "--output_dir", str(out),
+                 *COMMON]) == 0  # fmt: skip
+    before = AutoModelForMaskedDiffusion.from_pretrained(base).get_input_embeddings().weight
+    model = AutoModelForMaskedDiffusion.from_pretrained(out)
+    after = model.get_input_embeddings().weight
+    tokenizer = make_tiny_tokenizer()
+    changed = (after != before).any(dim=-1).nonzero().flatten().tolist()
+    assert changed == tokenizer.convert_tokens_to_ids(["[Answer]", "[/Answer]"])
+    assert model.get_output_embeddings().weight.data_ptr() == after.data_ptr()
+
+
+def test_lora_trainable_tokens_are_checked_before_training(base, tmp_path):
+    from transformers_mdlm.training.recipe import RecipeArguments, _model_and_tokenizer
+
+    with pytest.raises(ValueError, match="set `lora=True`"):
+        RecipeArguments(model=str(base), train_file="x.jsonl", lora_trainable_tokens="[Answer]")
+    recipe = RecipeArguments(model=str(base), train_file="x.jsonl", lora=True, lora_trainable_tokens="[Answer],[Fin]")
+    with pytest.raises(ValueError, match=r"\['\[Fin\]'\], which are not tokens"):
+        _model_and_tokenizer(recipe)
+
+
 def test_train_reports_bad_input(base, tmp_path, capsys):
     data = tmp_path / "instruct.jsonl"
     data.write_text(json.dumps({"instruction": "w1", "output": "w2", "task": "a"}))

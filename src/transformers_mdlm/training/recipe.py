@@ -64,6 +64,13 @@ class RecipeArguments:
     lora_targets: str = field(
         default=",".join(MODERNBERT_LORA_TARGETS), metadata={"help": "Comma-separated module names to adapt."}
     )
+    lora_trainable_tokens: str | None = field(
+        default=None,
+        metadata={
+            "help": "With `lora`: comma-separated tokens whose embedding rows train with the adapter (peft's "
+            "`trainable_token_indices`), e.g. chat markers just added to the vocabulary; the rest stay frozen."
+        },
+    )
     merge_lora: bool = field(default=True, metadata={"help": "Save the merged model (else only the adapter)."})
 
     def __post_init__(self) -> None:
@@ -75,6 +82,11 @@ class RecipeArguments:
             raise ValueError(
                 "`replay_file` and `replay_ratio` go together: a corpus file and a ratio > 0 (corpus blocks per "
                 f"instruction row), or neither; got replay_file={self.replay_file!r}, replay_ratio={self.replay_ratio!r}."
+            )
+        if self.lora_trainable_tokens and not self.lora:
+            raise ValueError(
+                f"`lora_trainable_tokens` ({self.lora_trainable_tokens!r}) trains embedding rows next to a LoRA "
+                "adapter; set `lora=True` too (without LoRA every embedding row trains already)."
             )
 
 
@@ -116,6 +128,9 @@ def _model_and_tokenizer(recipe: RecipeArguments) -> tuple[Any, Any]:
     # Weights train in float32 (mixed precision is the Trainer's `bf16`/`fp16`), whatever dtype they were saved in.
     model = AutoModelForMaskedDiffusion.from_pretrained(recipe.model, dtype=torch.float32)
     if recipe.lora:
+        extra = {}
+        if recipe.lora_trainable_tokens:
+            extra["trainable_token_indices"] = _token_ids(tokenizer, recipe.lora_trainable_tokens)
         model = add_lora(
             model,
             diffutron_lora_config(
@@ -123,9 +138,23 @@ def _model_and_tokenizer(recipe: RecipeArguments) -> tuple[Any, Any]:
                 lora_alpha=recipe.lora_alpha,
                 lora_dropout=recipe.lora_dropout,
                 target_modules=[name.strip() for name in recipe.lora_targets.split(",") if name.strip()],
+                **extra,
             ),
         )
     return model, tokenizer
+
+
+def _token_ids(tokenizer: Any, tokens: str) -> list[int]:
+    """The ids of comma-separated whole tokens of the vocabulary; a token that is not one raises, naming it."""
+    names = [name.strip() for name in tokens.split(",") if name.strip()]
+    vocabulary = tokenizer.get_vocab()
+    missing = [name for name in names if name not in vocabulary]
+    if missing:
+        raise ValueError(
+            f"`lora_trainable_tokens` names {missing}, which are not tokens of the tokenizer's vocabulary "
+            f"({len(vocabulary)} tokens); add them first (`tokenizer.add_tokens`, `model.resize_token_embeddings`)."
+        )
+    return [vocabulary[name] for name in names]
 
 
 def _train_and_save(
