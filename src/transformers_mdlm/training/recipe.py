@@ -125,12 +125,12 @@ def _filter_tasks(dataset: Dataset, recipe: RecipeArguments) -> Dataset:
 
 def _model_and_tokenizer(recipe: RecipeArguments) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer or recipe.model)
+    extra = {}  # checked before the weights load
+    if recipe.lora_trainable_tokens:
+        extra["trainable_token_indices"] = _token_ids(tokenizer, recipe.lora_trainable_tokens)
     # Weights train in float32 (mixed precision is the Trainer's `bf16`/`fp16`), whatever dtype they were saved in.
     model = AutoModelForMaskedDiffusion.from_pretrained(recipe.model, dtype=torch.float32)
     if recipe.lora:
-        extra = {}
-        if recipe.lora_trainable_tokens:
-            extra["trainable_token_indices"] = _token_ids(tokenizer, recipe.lora_trainable_tokens)
         model = add_lora(
             model,
             diffutron_lora_config(
