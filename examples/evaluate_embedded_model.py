@@ -109,14 +109,16 @@ def measure(pipe, data: Path, num_samples: int) -> dict:
 
 
 LIMITATIONS = (
-    "A ~9M-parameter model trained on 0.8M words of Turkish. Its chat answers are short (4 to 10 words), Turkish "
-    "words in the shape of a sentence (almost all of them words of the corpus), but they rarely mean anything, are "
-    'unrelated to the question, often open with the same words ("Bu arada", "Bu şekilde") and some stop after "ve" '
-    '("and"); it cannot list the words a task asks for (names, verbs). XCOPA and EXAMS accuracies near chance mean '
-    "it does not understand questions. Plain completions (no chat template) fill their 64 tokens; its decoding "
-    "defaults forbid any pair of tokens twice (`no_repeat_ngram_size=2`), so they do not loop, but they drift into "
-    'lists of words joined by "ve", into the corpus\'s flight-booking sentences (ATIS) or song and album names; pass '
-    "a smaller `max_new_tokens`. It is a working end-to-end example and an offline default, not a useful assistant."
+    "A ~9M-parameter model trained on 0.8M words of Turkish. Its chat answers are Turkish words in the shape of a "
+    "sentence (10 to 25 words; about nine in ten are words of the corpus, the rest invented forms such as "
+    '"kabuldu", "buluntur"), but they rarely mean anything, are unrelated to the question, mostly open with the same '
+    'words ("Bu süre sonra", "Bu şekilde") and string nouns together with "ve" ("and"); some fill with quotation '
+    "marks. It cannot list the words a task asks for (names, verbs). XCOPA and EXAMS accuracies near chance mean it "
+    "does not understand questions. Plain completions (no chat template) fill their 64 tokens and drift into lists "
+    'of words joined by "ve", into the corpus\'s flight-booking sentences (ATIS) or song and album names; its decoding '
+    "defaults have no n-gram ban (`no_repeat_ngram_size=0`), and 1 of the card's 6 completions loops: pass "
+    "`no_repeat_ngram_size=2` or a smaller `max_new_tokens`. It is a working end-to-end example and an offline "
+    "default, not a useful assistant."
 )
 
 
@@ -159,7 +161,14 @@ def training_table(log: dict) -> dict:
         )
         + (", pretraining on one document per row (`pretrain_lines`)" if "pretrain_lines" in log else "")
         + (", SFT stage 1 on the linguistic tasks and sentence continuations" if "sft1" in log else "")
-        + ", SFT stage 2 on a rebalanced mix)",
+        + ", SFT stage 2 on a rebalanced mix"
+        + (
+            f" with a LoRA adapter (r={log['sft_lora']['r']}, alpha={log['sft_lora']['alpha']}, merged; the chat "
+            "markers' embedding rows trained with it)"
+            if log.get("sft_lora")
+            else ""
+        )
+        + ")",
         "wall time per stage (s)": ", ".join(f"{k} {v['wall_seconds']}" for k, v in stages.items()),
         "total wall time": f"{total / 60:.0f} min on 2 CPU cores (with the bound measurements)",
         "tokenizer": "byte-pair, 8,000 pieces, SentencePiece-style word starts, trained with `tokenizers` on the corpus",

@@ -1,10 +1,11 @@
 """Quality floors of the embedded model, on prompts it was not tuned on.
 
-The floors are set under what model v6 reaches (measured values in the comments) and above model v3 (bound 0.785x
-the unigram model's, 5 of 12 answers meeting the chat criteria), which fails two of them; model v2 (0.870x, 3 of 12,
+The floors are set at or under what model v8 reaches (measured values in the comments) and above model v6 (bound
+0.764x the unigram model's, 8 of 12 answers meeting the chat criteria), which fails two of them, as does v3 (0.785x, 5
+of 12); model v2 (0.870x, 3 of 12,
 75% corpus words, 5 of 6 plain completions looping) fails four and the first embedded model every test (all its chat
-answers opened with an exam-option letter). They are below issue 14's goals (every answer meeting the criteria, a
-bound <= 0.75x): raise them with the model. The prompts are the
+answers opened with an exam-option letter). The bound's floor is issue 14's goal (<= 0.75x); the criteria's is below
+it (every answer): raise it with the model. The prompts are the
 model card's (`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its
 decoding (that used `examples/tune_embedded_decoding.py`'s own prompts).
 """
@@ -49,12 +50,14 @@ def answers() -> dict[str, list[str]]:
 def test_no_chat_answer_opens_with_an_option_letter_or_loops(answers):
     checks = [check_answer(reply) for reply in answers["chat"]]
     assert not any(check.opens_with_option_letter for check in checks), answers["chat"]  # v1: 12 of 12
-    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers["chat"]  # v6, v3: 0 of 12 (v3: 1 without
+    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers[
+        "chat"
+    ]  # v8, v6, v3: 0 of 12 (v3: 1 without
     # the n-gram ban), v2: 1
 
 
 def test_plain_completions_do_not_loop(answers):
-    # v6 and v3 with their decoding defaults (no_repeat_ngram_size=2): 0 of 6; v3 without the ban and v2: 5 of 6.
+    # v8 (no n-gram ban): 1 of 6; v6 and v3 (no_repeat_ngram_size=2): 0 of 6; v3 without the ban and v2: 5 of 6.
     assert sum(has_loop(text) for text in answers["completion"]) <= 1, answers["completion"]
 
 
@@ -62,8 +65,10 @@ def test_plain_completions_do_not_loop(answers):
 def test_some_chat_answers_meet_every_criterion(answers):
     vocabulary = corpus_vocabulary((SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines())
     checks = [check_answer(reply, vocabulary) for reply in answers["chat"]]
-    assert sum(check.passes for check in checks) >= 7, [c.problems() for c in checks]  # v6: 8 of 12; v3: 5; v2: 3
-    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.90  # v6: 97%, v3: 94%, v2: 75%
+    assert sum(check.passes for check in checks) >= 9, [
+        c.problems() for c in checks
+    ]  # v8: 10 of 12; v6: 8; v3: 5; v2: 3
+    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.90  # v8: 91%, v6: 97%, v3: 94%, v2: 75%
 
 
 @needs_corpus
@@ -80,5 +85,5 @@ def test_the_bound_on_validation_beats_the_unigram_model():
     bound = corpus_evidence_bound(model, tokenizer, validation, num_samples=8, seed=0)
     unigram = unigram_bound(tokenizer, train, validation)
     assert (
-        bound.bits_per_character / unigram.bits_per_character <= 0.775
-    )  # v6: 0.764, v3: 0.785, v2: 0.870 (8 samples)
+        bound.bits_per_character / unigram.bits_per_character <= 0.75
+    )  # v8: 0.7435, v6: 0.764, v3: 0.785, v2: 0.870 (8 samples)
