@@ -116,8 +116,8 @@ LIMITATIONS = (
     "marks. It cannot list the words a task asks for (names, verbs). XCOPA and EXAMS accuracies near chance mean it "
     "does not understand questions. Plain completions (no chat template) fill their 64 tokens and drift into lists "
     'of words joined by "ve", into the corpus\'s flight-booking sentences (ATIS) or song and album names; its decoding '
-    "defaults have no n-gram ban (`no_repeat_ngram_size=0`), and 1 of the card's 6 completions loops: pass "
-    "`no_repeat_ngram_size=2` or a smaller `max_new_tokens`. It is a working end-to-end example and an offline "
+    "defaults forbid any 3 tokens twice (`no_repeat_ngram_size=3`), so the card's 6 do not loop (1 of 6 without "
+    "the ban); pass a smaller `max_new_tokens`. It is a working end-to-end example and an offline "
     "default, not a useful assistant."
 )
 

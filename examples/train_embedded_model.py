@@ -31,7 +31,7 @@ Stages (the Diffutron recipe at a scale this machine can run):
    tokens), peak lr 1e-3 (`--sft2-lr`), merged into the weights after training. Measured from v6's pretrain_lines
    (model v8, the default; 895 s): the bound moves 0.741x -> 0.744x (8 samples; 0.741x on the card), where training
    every weight at lr 3e-4 (v6, `--sft-lora-r 0 --sft2-lr 3e-4`) moved it to 0.764x (0.761x on the card) and at
-   1.5e-4 to 0.754x (4 of the card's 12 chat answers meeting the criteria, against v6's 8 and v8's 10). Averaging
+   1.5e-4 to 0.754x (4 of the card's 12 chat answers meeting the criteria, against v6's 8 and v8's 11). Averaging
    v6's SFT weights with its pretrained ones instead (0.3/0.5/0.7 of the pretrained) reached 0.753x/0.748x/0.744x,
    but the answers lost their end and ran to 64 tokens of word lists;
 5. install: the final model in half precision, its tokenizer and generation defaults, copied into the package
@@ -75,7 +75,7 @@ GENERATION_DEFAULTS = {
     "block_length": 32,
     "temperature": 0.0,
     "repetition_penalty": 1.5,
-    "no_repeat_ngram_size": 0,
+    "no_repeat_ngram_size": 3,
     "remasking": "low_confidence",
     "stop_on_eos": True,
     "stop_strings": ["[/Answer]"],

@@ -76,6 +76,11 @@ CANDIDATES = {
         "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 2},
     "suppress EOS, blocks of 8, penalty 1.5, no repeated 4-grams": {
         "suppress_tokens": "eos", "block_length": 8, "repetition_penalty": 1.5, "no_repeat_ngram_size": 4},
+    # The same bans with blocks of 32 (64 steps for 64 tokens: still one token committed a step).
+    "suppress EOS, penalty 1.5, no repeated 2-grams": {
+        "suppress_tokens": "eos", "repetition_penalty": 1.5, "no_repeat_ngram_size": 2},
+    "suppress EOS, penalty 1.5, no repeated 3-grams": {
+        "suppress_tokens": "eos", "repetition_penalty": 1.5, "no_repeat_ngram_size": 3},
 }  # fmt: skip
 
 

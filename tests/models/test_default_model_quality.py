@@ -57,7 +57,7 @@ def test_no_chat_answer_opens_with_an_option_letter_or_loops(answers):
 
 
 def test_plain_completions_do_not_loop(answers):
-    # v8 (no n-gram ban): 1 of 6; v6 and v3 (no_repeat_ngram_size=2): 0 of 6; v3 without the ban and v2: 5 of 6.
+    # v8 (no_repeat_ngram_size=3): 0 of 6, 1 without the ban; v6 and v3 (=2): 0 of 6; v3 without the ban and v2: 5 of 6.
     assert sum(has_loop(text) for text in answers["completion"]) <= 1, answers["completion"]
 
 
@@ -65,10 +65,10 @@ def test_plain_completions_do_not_loop(answers):
 def test_some_chat_answers_meet_every_criterion(answers):
     vocabulary = corpus_vocabulary((SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines())
     checks = [check_answer(reply, vocabulary) for reply in answers["chat"]]
-    assert sum(check.passes for check in checks) >= 9, [
+    assert sum(check.passes for check in checks) >= 10, [
         c.problems() for c in checks
-    ]  # v8: 10 of 12; v6: 8; v3: 5; v2: 3
-    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.90  # v8: 91%, v6: 97%, v3: 94%, v2: 75%
+    ]  # v8: 11 of 12; v6: 8; v3: 5; v2: 3
+    assert sum(check.known_word_share for check in checks) / len(checks) >= 0.90  # v8: 92%, v6: 97%, v3: 94%, v2: 75%
 
 
 @needs_corpus
