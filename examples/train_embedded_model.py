@@ -313,7 +313,8 @@ def main() -> None:
     if args.sft_lora_r:  # an adapter on every linear layer, and the new chat markers' embedding rows
         lora = {"lora": True, "lora_r": args.sft_lora_r, "lora_alpha": args.sft_lora_alpha,
                 "lora_trainable_tokens": ",".join(CHAT_MARKERS)}  # fmt: skip
-    log["sft_lora"] = {"r": args.sft_lora_r, "alpha": args.sft_lora_alpha} if lora else None
+    if "sft2" not in log:  # a stage trained earlier keeps the settings it was trained with in the log
+        log["sft_lora"] = {"r": args.sft_lora_r, "alpha": args.sft_lora_alpha} if lora else None
 
     def instruction_tuning(name: str, start: Path, steps: int, learning_rate: float, warmup_steps: int) -> Path:
         recipe = RecipeArguments(
