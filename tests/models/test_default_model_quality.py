@@ -2,12 +2,11 @@
 
 The floors are set at or under what model v8 reaches (measured values in the comments) and above model v6 (bound
 0.764x the unigram model's, 8 of 12 answers meeting the chat criteria), which fails two of them, as does v3 (0.785x, 5
-of 12); model v2 (0.870x, 3 of 12,
-75% corpus words, 5 of 6 plain completions looping) fails four and the first embedded model every test (all its chat
-answers opened with an exam-option letter). The bound's floor is issue 14's goal (<= 0.75x); the criteria's is below
-it (every answer): raise it with the model. The prompts are the
-model card's (`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its
-decoding (that used `examples/tune_embedded_decoding.py`'s own prompts).
+of 12); model v2 (0.870x, 3 of 12, 75% corpus words, 5 of 6 plain completions looping) fails four and the first
+embedded model every test (all its chat answers opened with an exam-option letter). The bound's floor is issue 14's
+goal (<= 0.75x); the criteria's is below it (every answer): raise it with the model. The prompts are the model card's
+(`examples/evaluate_embedded_model.py`), written before the model was trained and never used to tune its decoding
+(that used `examples/tune_embedded_decoding.py`'s own prompts).
 """
 
 from __future__ import annotations
@@ -50,10 +49,8 @@ def answers() -> dict[str, list[str]]:
 def test_no_chat_answer_opens_with_an_option_letter_or_loops(answers):
     checks = [check_answer(reply) for reply in answers["chat"]]
     assert not any(check.opens_with_option_letter for check in checks), answers["chat"]  # v1: 12 of 12
-    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers[
-        "chat"
-    ]  # v8, v6, v3: 0 of 12 (v3: 1 without
-    # the n-gram ban), v2: 1
+    # v8, v6, v3: 0 of 12 (v3: 1 without the n-gram ban), v2: 1
+    assert sum(has_loop(reply) for reply in answers["chat"]) <= 1, answers["chat"]
 
 
 def test_plain_completions_do_not_loop(answers):
@@ -65,9 +62,8 @@ def test_plain_completions_do_not_loop(answers):
 def test_some_chat_answers_meet_every_criterion(answers):
     vocabulary = corpus_vocabulary((SHARED / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines())
     checks = [check_answer(reply, vocabulary) for reply in answers["chat"]]
-    assert sum(check.passes for check in checks) >= 10, [
-        c.problems() for c in checks
-    ]  # v8: 11 of 12; v6: 8; v3: 5; v2: 3
+    # v8: 11 of 12; v6: 8; v3: 5; v2: 3
+    assert sum(check.passes for check in checks) >= 10, [c.problems() for c in checks]
     assert sum(check.known_word_share for check in checks) / len(checks) >= 0.90  # v8: 92%, v6: 97%, v3: 94%, v2: 75%
 
 
