@@ -162,17 +162,19 @@ def test_no_repeat_ngram_size_one_gives_new_tokens_unlike_the_prompt_and_each_ot
     assert len(set(new)) == 24 and not set(new) & {10, 11, 12, 13}
 
 
-def test_stop_on_eos_ends_rows_after_the_block_with_eos(fresh_modernbert):
+def test_stop_on_eos_ends_a_row_at_the_step_its_eos_and_the_tokens_before_it_are_committed(fresh_modernbert):
     model = fresh_modernbert
     with torch.no_grad():
         model.decoder.bias[EOS] = 100.0  # the model now always proposes EOS
     ids = torch.tensor([[10, 11]])
     settings = dict(max_new_tokens=24, steps=24, block_length=8, return_dict_in_generate=True)
-    full = model.generate(ids, **settings)
+    full = model.generate(ids, output_history=True, **settings)
     stopped = model.generate(ids, stop_on_eos=True, **settings)
-    assert full.nfe == 24 and stopped.nfe == 8
+    # The step that commits the first new position (an EOS): from then on the answer is final, mid-block or not.
+    first = next(step for step, canvas in enumerate(full.history) if canvas[0, 2] != MASK)
+    assert full.nfe == 24 and 1 <= first < 8 and stopped.nfe == first
     assert stopped.sequences[0, 2:].tolist() == [EOS] + [PAD] * 23  # padded after EOS, as transformers does
-    assert torch.equal(full.sequences, stopped.sequences)  # the same answer, a third of the passes
+    assert torch.equal(full.sequences, stopped.sequences)  # the same answer, a fraction of the passes
 
 
 def test_stop_on_eos_in_a_batch_stops_only_finished_rows(fresh_modernbert):
@@ -187,8 +189,8 @@ def test_stop_on_eos_in_a_batch_stops_only_finished_rows(fresh_modernbert):
     ref = model.generate(ids, attention_mask=mask, max_new_tokens=16, steps=16, block_length=4)
     for row in range(2):
         new, full = out[row, 4:].tolist(), ref[row, 4:].tolist()
-        if EOS in new:
-            cut = (new.index(EOS) // 4 + 1) * 4
+        if EOS in new:  # the answer up to its first EOS is the unstopped one; after it, only padding
+            cut = new.index(EOS) + 1
             assert new[:cut] == full[:cut] and set(new[cut:]) <= {PAD}
         else:
             assert new == full

@@ -71,13 +71,15 @@ def test_stop_strings_end_a_row_and_pad_the_rest():
         model.decoder.bias[tokenizer.convert_tokens_to_ids("[/Answer]")] = 50.0  # the model ends every answer at once
     ids = torch.tensor([[20, 21]])
     settings = dict(max_new_tokens=12, steps=12, block_length=4, return_dict_in_generate=True)
-    plain = model.generate(ids, **settings)
+    plain = model.generate(ids, output_history=True, **settings)
     stopped = model.generate(ids, stop_strings=["[/Answer]"], tokenizer=tokenizer, **settings)
     end = stopped.sequences[0, 2:].tolist()
     cut = end.index(tokenizer.convert_tokens_to_ids("[/Answer]"))
     assert cut < 4 and end[cut + 1 :] == [PAD] * (11 - cut)  # the stop string is kept, the rest padded
     assert plain.sequences[0, 2 : 2 + cut + 1].tolist() == end[: cut + 1]
-    assert stopped.nfe == 4 < plain.nfe  # no pass after the first block
+    # The row ends at the step that commits the last of its tokens up to the stop string, inside the first block.
+    done = next(step for step, canvas in enumerate(plain.history) if (canvas[0, 2 : 3 + cut] != MASK).all())
+    assert stopped.nfe == done <= 4 < plain.nfe
     with pytest.raises(ValueError, match="`stop_strings` needs the model's tokenizer"):
         model.generate(ids, stop_strings=["x"], **SHORT)
 

@@ -97,6 +97,40 @@ def test_dual_cache_and_threshold_keep_most_of_the_embedded_models_decoding():
     assert passes / total <= 0.85
 
 
+def test_finished_answers_stop_mid_block_with_the_same_tokens():
+    """The model's defaults answer in one block of 32 and end at `[/Answer]`: a row stops at the step that commits the
+    last token before the stop string, so the passes that would only fill the rest of the block are saved, and the
+    answer is the one decoded with the stops off."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from transformers_mdlm import AutoModelForMaskedDiffusion
+
+    path = default_model_path()
+    model = AutoModelForMaskedDiffusion.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    questions = ["Ankara hakkında kısa bir cümle yazın.", "Bir öğretmen hakkında kısa bir cümle yaz."]
+    stop = tokenizer.convert_tokens_to_ids("[/Answer]")
+    for question in questions:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
+        stopped = model.generate(ids, tokenizer=tokenizer, return_dict_in_generate=True)
+        full = model.generate(ids, tokenizer=tokenizer, stop_strings=None, stop_on_eos=False,
+                              return_dict_in_generate=True, output_history=True)  # fmt: skip
+        new, reference = stopped.sequences[0, ids.shape[1] :].tolist(), full.sequences[0, ids.shape[1] :].tolist()
+        assert stop in new, "the answer did not end inside the 64 new tokens"
+        end = new.index(stop) + 1
+        assert new[:end] == reference[:end] and set(new[end:]) <= {tokenizer.pad_token_id}
+        # Exactly the passes until the answer up to its stop is committed (it ends inside the first block).
+        answer = slice(ids.shape[1], ids.shape[1] + end)
+        done = next(
+            step
+            for step, canvas in enumerate(full.history)
+            if (canvas[0, answer] != model.generation_config.mask_token_id).all()
+        )
+        assert full.nfe == 64 and stopped.nfe == done < 32
+
+
 def test_an_adapter_on_the_embedded_model_records_its_alias(tmp_path):
     """Not a path into site-packages: `adapter_config.json` names the alias, which loads back anywhere."""
     from peft import PeftModel

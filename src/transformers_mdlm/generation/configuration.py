@@ -90,12 +90,14 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             Answers per prompt: each prompt is repeated this many times (rows `i * n ... i * n + n - 1` of the output
             belong to prompt `i`, as in transformers). Useful with sampling.
         stop_strings (`list[str]`, *optional*):
-            A row stops once its decoded new text contains one of these strings (checked after each block); the
-            tokens after the one that completes it, and its remaining masks, become padding. Needs the tokenizer
-            (`generate(..., tokenizer=tokenizer)`; the pipeline passes its own).
+            A row stops once its committed new text (up to its first mask) contains one of these strings, checked
+            after every step: the tokens after the one that completes it, and its remaining masks, become padding, and
+            the row takes no more forward passes, even in the middle of a block. Committed tokens never change, so the
+            answer up to the stop is the one decoded without it. Needs the tokenizer (`generate(...,
+            tokenizer=tokenizer)`; the pipeline passes its own).
         stop_on_eos (`bool`, *optional*, defaults to `False`):
-            Stop decoding a row once a finished block holds an EOS token: the remaining masks become `pad_token_id` (or
-            EOS when there is no pad token) and the row takes no more forward passes.
+            Stop decoding a row once an EOS token is committed with no mask before it: the remaining masks become
+            `pad_token_id` (or EOS when there is no pad token) and the row takes no more forward passes.
         kv_cache (`str`, *optional*):
             `None` (exact) or `"dual"`: Fast-dLLM's approximate dual cache. The first step of each block runs the
             encoder over the whole canvas and keeps every layer's keys and values; the block's other steps recompute

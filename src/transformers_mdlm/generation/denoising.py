@@ -93,7 +93,8 @@ def denoise(
 
     With a dual `cache`, only the first step of a block runs the encoder over whole rows; the others reuse its keys
     and values outside the block (the caller switches the model's attention to the cache's; see `dual_cache`). With
-    `stop_strings`, a row whose decoded region holds one after a block takes no more passes.
+    `stop_strings` (or `stop_on_eos`), a row whose committed tokens hold one (an EOS) takes no more passes, from the
+    step that commits the last mask before it.
     """
     return _Denoiser(model, canvas, config, scheduler, hooks or StepHooks(), generator, cache, stop_strings).run()
 
@@ -121,6 +122,7 @@ class _Denoiser:
         self.rows = torch.arange(batch, device=device)
         self.attend = None if bool(canvas.attend.all()) else canvas.attend.long()
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.checked_prefix = torch.zeros(batch, dtype=torch.long, device=device)  # committed tokens searched for stops
         self.sampling = SamplingParameters.from_generation_config(config)
         region = int(canvas.region_length.max()) if batch else 0
         self.block_length = config.block_length or max(region, 1)
@@ -139,12 +141,13 @@ class _Denoiser:
     def run(self) -> DenoisingResult:
         for block in range(self.num_blocks):
             plan = self.plan_block(block)
-            step = 0
-            while step < plan.num_steps and self.step(plan, step):
+            step, all_finished = 0, False
+            while step < plan.num_steps and not all_finished and self.step(plan, step):
                 step += 1
+                all_finished = self.stop_finished_rows(plan)
             if self.hooks.streamer is not None:
                 self.hooks.streamer.put(self._block_tokens(plan).cpu())
-            if self.stop_finished_rows(plan):
+            if all_finished or self.stop_finished_rows(plan):
                 break
         if self.hooks.streamer is not None:
             self.hooks.streamer.end()
@@ -197,7 +200,8 @@ class _Denoiser:
     def step(self, plan: BlockPlan, step: int) -> bool:
         """One denoising step; `False` when the block has nothing left to do."""
         x, mask_id = self.x, self.config.mask_token_id
-        candidates = (x == mask_id) & plan.in_window  # the window holds only the rows' own positions
+        # The window holds only the rows' own positions; a finished row's masks are padding, except prompt masks.
+        candidates = (x == mask_id) & plan.in_window & ~self.finished[:, None]
         if not bool(candidates.any()):
             return False
         if plan.schedule is None:
@@ -232,26 +236,37 @@ class _Denoiser:
         return True
 
     def stop_finished_rows(self, plan: BlockPlan) -> bool:
-        """Rows whose decoded region ends (EOS with `stop_on_eos`, or a stop string) take no more passes: their
-        remaining masks, and the tokens after a stop string, become padding. Returns whether every row is finished."""
-        config, canvas, columns, x = self.config, self.canvas, self.columns, self.x
+        """Rows whose answer has ended take no more passes: their remaining masks, and the tokens after a stop
+        string, become padding. Returns whether every row is finished.
+
+        A row has ended when its committed prefix (the decoded region up to its first mask) holds an EOS (with
+        `stop_on_eos`) or a stop string. Committed tokens never change, so the row's tokens up to the stop are final
+        even in the middle of a block: the passes saved are those that would only have filled the positions after it.
+        """
+        config, canvas, columns = self.config, self.canvas, self.columns
         check_eos = config.stop_on_eos and config.eos_token_id is not None
         if not check_eos and self.stop_strings is None:
             return False
-        done_region = (columns >= canvas.region_start[:, None]) & (columns < plan.end[:, None]) & canvas.real
+        x, mask_id = self.x, config.mask_token_id
+        region = (columns >= canvas.region_start[:, None]) & (columns < plan.end[:, None]) & canvas.real
+        # The committed prefix: region columns before the row's first mask (masks outside the region do not count).
+        committed = region & ((x == mask_id) & region).long().cumsum(dim=1).eq(0)
         fill_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
         newly = torch.zeros_like(self.finished)
         if check_eos:
-            newly |= ~self.finished & ((x == config.eos_token_id) & done_region).any(dim=1)
+            newly |= ~self.finished & ((x == config.eos_token_id) & committed).any(dim=1)
         if self.stop_strings is not None:
-            for row in (~self.finished & ~newly).nonzero().flatten().tolist():
-                start, end = int(canvas.region_start[row]), int(plan.end[row])
-                cut = self.stop_strings.end_index(x[row, start:end].tolist())
+            prefix_lengths = committed.sum(dim=1)
+            grown = ~self.finished & ~newly & (prefix_lengths > self.checked_prefix)
+            for row in grown.nonzero().flatten().tolist():
+                start, length = int(canvas.region_start[row]), int(prefix_lengths[row])
+                cut = self.stop_strings.end_index(x[row, start : start + length].tolist())
                 if cut is not None:  # the tokens after the one completing the stop string become padding
-                    x[row, start + cut + 1 : end] = fill_id
+                    x[row, start + cut + 1 : int(plan.end[row])] = fill_id
                     newly[row] = True
+            self.checked_prefix = torch.maximum(self.checked_prefix, prefix_lengths)
         if bool(newly.any()):
-            rest = newly[:, None] & (x == config.mask_token_id) & canvas.real & (columns >= plan.end[:, None])
+            rest = newly[:, None] & (x == mask_id) & canvas.real & (columns >= canvas.region_start[:, None])
             self.x = x.masked_fill(rest, fill_id)
             self.finished |= newly
         return bool(self.finished.all())
