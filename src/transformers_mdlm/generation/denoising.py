@@ -122,9 +122,8 @@ class _Denoiser:
         self.rows = torch.arange(batch, device=device)
         self.attend = None if bool(canvas.attend.all()) else canvas.attend.long()
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.checked_prefix = torch.zeros(
-            batch, dtype=torch.long, device=device
-        )  # committed tokens searched for stops
+        # Per row, how many committed tokens of its region were searched for a stop string already.
+        self.checked_prefix = torch.zeros(batch, dtype=torch.long, device=device)
         self.sampling = SamplingParameters.from_generation_config(config)
         region = int(canvas.region_length.max()) if batch else 0
         self.block_length = config.block_length or max(region, 1)
