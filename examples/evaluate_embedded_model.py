@@ -25,13 +25,17 @@ import torch
 from transformers import pipeline
 
 import transformers_mdlm  # noqa: F401  (registers the pipeline)
-from transformers_mdlm.evaluation import corpus_evidence_bound, score_multiple_choice, unigram_bound
+from embedded_model_data import blank_rows, continuation_rows, plain_sentences
+from transformers_mdlm.evaluation import corpus_evidence_bound, prompt_use, score_multiple_choice, unigram_bound
 from transformers_mdlm.evaluation.tasks import MULTIPLE_CHOICE_TASKS
 from transformers_mdlm.evaluation.text_quality import check_answer, corpus_vocabulary, distinct_n, has_loop
 from transformers_mdlm.model_card import build_model_card
 from transformers_mdlm.presets import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Held-out instruction rows whose answers depend on their prompts, built from validation.txt as the recipe builds its
+#: training rows from train.txt: whether the model's answers use the question (`prompt_use`).
+PROMPT_USE_ROWS = 40
 #: Written for the card and the tests before the model was trained; never used to tune decoding.
 CARD_PROMPTS = [
     "Türkiye'nin başkenti neresidir?",
@@ -78,6 +82,10 @@ def measure(pipe, data: Path, num_samples: int) -> dict:
                                   num_samples=num_samples)  # fmt: skip
     exams = score_multiple_choice(model, tokenizer, MULTIPLE_CHOICE_TASKS["exams_tr"].load(data / "eval"),
                                   num_samples=num_samples)  # fmt: skip
+    sentences = plain_sentences(validation)
+    rng = random.Random(0)
+    held_out = blank_rows(sentences, PROMPT_USE_ROWS, rng) + continuation_rows(sentences, PROMPT_USE_ROWS, rng)
+    use = prompt_use(model, tokenizer, held_out, num_samples=8)
     vocabulary = corpus_vocabulary(train)
     chats = [[{"role": "user", "content": prompt}] for prompt in CARD_PROMPTS]
     answers = [out[0]["generated_text"].strip() for out in pipe(chats, return_full_text=False, batch_size=12)]
@@ -99,6 +107,7 @@ def measure(pipe, data: Path, num_samples: int) -> dict:
                   "distinct_2": distinct_n(completions, 2)}  # fmt: skip
     return {
         "validation_bound": bound.as_dict(),
+        "prompt_use": use.as_dict(),
         "unigram_bound": unigram.as_dict(),
         "xcopa_tr_validation": xcopa,
         "exams_tr_validation": exams,
@@ -238,7 +247,7 @@ def main() -> None:
     log = json.loads((work / "recipe_log.json").read_text()) if (work / "recipe_log.json").exists() else {}
     (work / "figures.json").write_text(json.dumps(figures, indent=2, ensure_ascii=False))
     ratio = bound["bits_per_character"] / unigram["bits_per_character"]
-    chat, completion = figures["chat"], figures["completion"]
+    chat, completion, use = figures["chat"], figures["completion"], figures["prompt_use"]
     eval_rows = [
         {"task": "corpus validation (482 lines)", "metric": "bits per character (evidence bound)",
          "value": round(bound["bits_per_character"], 3),
@@ -256,6 +265,11 @@ def main() -> None:
          "value": round(chat["option_letter"], 3), "display": f"{chat['option_letter']:.0%}"},
         {"task": f"chat, {len(CARD_PROMPTS)} card prompts", "metric": "words seen in the corpus",
          "value": round(chat["known_word_share"], 3), "display": f"{chat['known_word_share']:.0%}"},
+        {"task": f"fill-in-the-blank and continuation rows from validation.txt ({use['num_conversations']})",
+         "metric": "nats per answer token saved by the row's own prompt (against another row's; 0 = prompt ignored)",
+         "value": round(use["gain_nats_per_token"], 3),
+         "display": f"{use['gain_nats_per_token']:.3f} ({use['own_nats_per_token']:.2f} vs "
+                    f"{use['other_nats_per_token']:.2f})"},
         {"task": f"completions, {len(COMPLETION_PROMPTS)} prompts", "metric": "completions with a loop",
          "value": round(completion["loops"], 3), "display": f"{completion['loops']:.0%}"},
     ]  # fmt: skip

@@ -12,6 +12,7 @@ goal (<= 0.75x); the criteria's is below it (every answer): raise it with the mo
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,11 @@ def _card_prompts() -> tuple[list[str], list[str]]:
         "evaluate_embedded_model", ROOT / "examples" / "evaluate_embedded_model.py"
     )
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "examples"))  # as when the script runs: it imports `embedded_model_data` beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
     return module.CARD_PROMPTS, module.COMPLETION_PROMPTS
 
 
