@@ -6,7 +6,8 @@ Run after `examples/train_embedded_model.py`:
 
 Figures: the evidence bound on the corpus's validation split (bits per character and per token) next to a unigram
 model of the same tokenizer, XCOPA-tr validation accuracy by likelihood scoring, EXAMS-tr validation accuracy, the chat
-criteria on 12 prompts written for the card (not used in tuning), loops in plain completions, and six sample answers
+criteria on 12 prompts written for the card (not used in tuning), whether answers use their prompt (`prompt_use` on
+80 fill-in-the-blank and continuation rows built from validation.txt), loops in plain completions, and six sample answers
 chosen from those prompts by a fixed seed (not picked). Writes `figures.json` in the work folder, the model card
 (`model_cards/turkish-mdlm-embedded.md`, copied next to the weights as `README.md`) and `docs/embedded_model.md`; the
 card also shows the recipe's log (`recipe_log.json`) and the decoding sweep (`decoding_sweep.json`) when present.
@@ -127,7 +128,8 @@ LIMITATIONS = (
     "continuation rows a reply is as likely after another row's prompt as after its own (the table's prompt-use row), "
     "because the pretrained model predicts a masked token almost only from its two neighbours (masking a token two "
     "or more positions away changes the prediction by 0.003-0.02 nats of KL, against 0.7-1.1 for a neighbour) and "
-    "instruction tuning does not teach it to read further. Plain completions (no chat template) fill their 64 tokens and drift into lists "
+    "instruction tuning does not teach it to read further. Plain completions (no chat template) fill their 64 "
+    "tokens and drift into lists "
     'of words joined by "ve", into the corpus\'s flight-booking sentences (ATIS) or song and album names; its decoding '
     "defaults forbid any 3 tokens twice (`no_repeat_ngram_size=3`), so the card's 6 do not loop (1 of 6 without "
     "the ban); pass a smaller `max_new_tokens`. It is a working end-to-end example and an offline "
@@ -251,7 +253,7 @@ def main() -> None:
     log = json.loads((work / "recipe_log.json").read_text()) if (work / "recipe_log.json").exists() else {}
     (work / "figures.json").write_text(json.dumps(figures, indent=2, ensure_ascii=False))
     ratio = bound["bits_per_character"] / unigram["bits_per_character"]
-    chat, completion, use = figures["chat"], figures["completion"], figures["prompt_use"]
+    chat, completion = figures["chat"], figures["completion"]
     eval_rows = [
         {"task": "corpus validation (482 lines)", "metric": "bits per character (evidence bound)",
          "value": round(bound["bits_per_character"], 3),
@@ -269,14 +271,17 @@ def main() -> None:
          "value": round(chat["option_letter"], 3), "display": f"{chat['option_letter']:.0%}"},
         {"task": f"chat, {len(CARD_PROMPTS)} card prompts", "metric": "words seen in the corpus",
          "value": round(chat["known_word_share"], 3), "display": f"{chat['known_word_share']:.0%}"},
-        {"task": f"fill-in-the-blank and continuation rows from validation.txt ({use['num_conversations']})",
-         "metric": "nats per answer token saved by the row's own prompt (against another row's; 0 = prompt ignored)",
-         "value": round(use["gain_nats_per_token"], 3),
-         "display": f"{use['gain_nats_per_token']:.3f} ({use['own_nats_per_token']:.2f} vs "
-                    f"{use['other_nats_per_token']:.2f})"},
         {"task": f"completions, {len(COMPLETION_PROMPTS)} prompts", "metric": "completions with a loop",
          "value": round(completion["loops"], 3), "display": f"{completion['loops']:.0%}"},
     ]  # fmt: skip
+    if "prompt_use" in figures:  # figures.json files written before it was measured lack it
+        use = figures["prompt_use"]
+        eval_rows.insert(-1, {
+            "task": f"fill-in-the-blank and continuation rows from validation.txt ({use['num_conversations']})",
+            "metric": "nats per answer token saved by the row's own prompt (against another row's; 0 = prompt ignored)",
+            "value": round(use["gain_nats_per_token"], 3),
+            "display": f"{use['gain_nats_per_token']:.3f} ({use['own_nats_per_token']:.2f} vs "
+                       f"{use['other_nats_per_token']:.2f})"})  # fmt: skip
     card = build_model_card(
         model, repo_id="", model_name="turkish-mdlm-embedded",
         model_description=describe(log),
