@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from transformers.utils import logging
 
+from .cpu_features import cpu_has_native_bfloat16
+
 logger = logging.get_logger(__name__)
 
 
@@ -150,6 +152,17 @@ def onednn_linear_mode(
     PyTorch's kernels.
     """
     parameter = next(model.parameters(), None)
+    if (
+        parameter is not None
+        and parameter.device.type == "cpu"
+        and parameter.dtype == torch.bfloat16
+        and not cpu_has_native_bfloat16()
+    ):
+        logger.warning_once(
+            "Decoding a bfloat16 model on a CPU without bfloat16 kernels (AVX512-BF16 or AMX): PyTorch emulates "
+            "bfloat16 there, and decoding runs several times slower than in float32 (see docs/performance.md). "
+            "Loading the model with `dtype=torch.float32` is faster; greedy near-ties may then resolve differently."
+        )
     compiled = getattr(getattr(model, "base_model", model), "_compiled_call_impl", None) is not None
     if (
         not _ONEDNN_LINEAR
@@ -171,11 +184,7 @@ def onednn_linear_mode(
 
 def _packed_weights(model: torch.nn.Module, head_rows: int, rows: int) -> tuple[PackedWeight, ...]:
     """The bfloat16 linears worth packing: the output head (`PACK_MIN_ELEMENTS`), the others (`PACK_MIN_LINEAR_ELEMENTS`)."""
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # no bfloat16 kernels on this CPU
-            return ()
-    except (AttributeError, RuntimeError) as error:
-        logger.warning("oneDNN's bfloat16 support could not be read (%s); decoding uses torch's default.", error)
+    if not cpu_has_native_bfloat16():  # no bfloat16 kernels on this CPU
         return ()
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     chosen: dict[int, tuple[torch.Tensor, int]] = {}

@@ -7,6 +7,7 @@ from torch import nn
 
 import transformers_mdlm.onednn_linear as onednn
 from conftest import build_model, modernbert_config
+from transformers_mdlm.cpu_features import cpu_has_native_bfloat16
 from transformers_mdlm.onednn_linear import OneDNNLinearMode, onednn_linear_mode
 
 needs_onednn = pytest.mark.skipif(not onednn._ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN linear kernel")
@@ -106,7 +107,7 @@ def test_deterministic_mode_decodes_with_pytorchs_own_kernels(kernel_calls):
 
 
 needs_bf16 = pytest.mark.skipif(
-    not (onednn._ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    not (onednn._ONEDNN_LINEAR and cpu_has_native_bfloat16()),
     reason="oneDNN has no bfloat16 kernels on this CPU",
 )
 
@@ -171,3 +172,41 @@ def test_low_precision_greedy_proposals_match_their_own_argmax():
         proposals = propose_tokens(logits, temperature=0.0)
         assert torch.equal(proposals, logits.argmax(dim=-1))
         assert proposals.tolist() == [17, 17, 17, 9, 17, 17]
+
+
+def test_nothing_is_packed_on_a_cpu_without_bfloat16_kernels(monkeypatch):
+    # Runs on every CPU (the packing tests above need bfloat16 kernels): without them, oneDNN has no kernel for the
+    # packed copies, so decoding keeps torch's linear.
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    monkeypatch.setattr(onednn, "PACK_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda: False)
+    assert isinstance(onednn_linear_mode(model, steps=64, rows=8), type(onednn_linear_mode(nn.Identity())))
+
+
+def test_native_bfloat16_is_false_without_onednn(monkeypatch):
+    assert cpu_has_native_bfloat16() == bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    cpu_has_native_bfloat16.cache_clear()
+    try:
+        assert cpu_has_native_bfloat16() is False
+    finally:
+        monkeypatch.undo()
+        cpu_has_native_bfloat16.cache_clear()
+
+
+def test_bfloat16_decoding_on_a_cpu_without_bfloat16_kernels_warns(monkeypatch, caplog):
+    import logging
+
+    model = build_model(modernbert_config())
+    for native, dtype, warns in (
+        (False, torch.bfloat16, True),
+        (True, torch.bfloat16, False),
+        (False, torch.float32, False),
+    ):
+        monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda native=native: native)
+        logging.Logger.warning_once.cache_clear()  # transformers' warning_once: once per process otherwise
+        caplog.clear()
+        model.to(dtype).generate(torch.tensor([[10, 11, 12]]), max_new_tokens=4, steps=4)
+        assert ("CPU without bfloat16 kernels" in caplog.text) == warns, (native, dtype)

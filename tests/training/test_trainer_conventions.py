@@ -75,3 +75,15 @@ def test_create_model_card_honours_transformers_arguments(tmp_path):
     assert "| My corpus |" in text and "| org/corpus |" in text
     with pytest.raises(TypeError, match="Unknown model card argument"):
         trainer.create_model_card(finetuned="org/base")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bfloat16_kernels_warns(tmp_path, caplog, monkeypatch, native):
+    # Emulated bfloat16 trains the embedded model's shape 24x slower than float32 (docs/performance.md); transformers
+    # says nothing, so the trainer does, and only on such CPUs.
+    monkeypatch.setattr("transformers_mdlm.training.trainer.cpu_has_native_bfloat16", lambda: native)
+    for bf16 in (False, True):
+        caplog.clear()
+        MaskedDiffusionTrainer(model=small_model(), args=args(tmp_path, bf16=bf16),
+                               train_dataset=counting_dataset(rows=8), processing_class=make_tiny_tokenizer())  # fmt: skip
+        assert ("CPU without bfloat16 kernels" in caplog.text) == (bf16 and not native)

@@ -13,6 +13,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE
+from ..cpu_features import cpu_has_native_bfloat16
 from ..generation.scheduling import MaskedDiffusionScheduler
 from .arguments import MaskedDiffusionTrainingArguments, diffusion_setting
 from .checkpoints import (
@@ -126,6 +127,12 @@ class MaskedDiffusionTrainer(Trainer):
                 raise ValueError(f"`{split}` is empty.")
             kwargs[split] = with_sample_ids(dataset)
         super().__init__(model=model, args=args, **kwargs)
+        if self.args.bf16 and self.args.device.type == "cpu" and not cpu_has_native_bfloat16():
+            logger.warning(
+                "bf16=True on a CPU without bfloat16 kernels (AVX512-BF16 or AMX): PyTorch emulates bfloat16 there, "
+                "and a training step runs many times slower than in float32 (24x for a small ModernBERT on an AVX2 "
+                "CPU, see docs/performance.md). Leave bf16 off to train in float32."
+            )
         self._staging_checkpoint = False
         if isinstance(collator, DataCollatorForMaskedDiffusion):
             self.add_callback(_NoiseEpochCallback(collator))
