@@ -336,3 +336,18 @@ def test_evaluation_reports_the_objective(tmp_path):
     )  # fmt: skip
     metrics = trainer.evaluate()
     assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] > 0
+
+
+def test_truncation_drops_rows_whose_prompt_fills_max_length(caplog):
+    # `progressive_sft.sh` stage 2 used to stop at its first batch: a long exam question cut to max_length left a row
+    # of prompt only, which the collator refuses. Such rows are dropped when formatting, with a warning naming them.
+    tokenizer = make_tiny_tokenizer()
+    rows = Dataset.from_dict({"instruction": ["w1", " ".join(["w2"] * 40), "w3 w4"], "output": ["w5", "w6", "w7 w8"]})
+    formatted = format_instruction_dataset(rows, tokenizer, max_length=16, truncate=True)
+    assert formatted["sample_id"] == [0, 2]  # the others keep their own index (and so their noise)
+    lengths = zip(formatted["input_ids"], formatted["prompt_length"], strict=True)
+    assert all(prompt < len(ids) <= 16 for ids, prompt in lengths)
+    assert "1 of 3 rows have a prompt of at least `max_length` (16)" in caplog.text and "(rows 1)" in caplog.text
+    assert formatted[0] == format_instruction_dataset(rows.select([0]), tokenizer, max_length=16)[0]
+    with pytest.raises(ValueError, match="Every row's prompt fills `max_length`"):
+        format_instruction_dataset(rows.select([1]), tokenizer, max_length=16, truncate=True)

@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets
+from transformers.utils import logging
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, validate_messages
 from ..validation import check_int
+
+logger = logging.get_logger(__name__)
 
 
 def _check_dataset(dataset: Any, needed: tuple[tuple[str, ...], ...], what: str) -> None:
@@ -155,7 +158,8 @@ def format_instruction_dataset(
 
     Args:
         chat_template (`str`, *optional*): defaults to the tokenizer's, else Diffutron's.
-        max_length (`int`, *optional*): longest row; longer rows raise a `ValueError` unless `truncate=True`.
+        max_length (`int`, *optional*): longest row; longer rows raise a `ValueError` unless `truncate=True`, which
+            cuts them to `max_length` and drops (with a warning naming them) rows whose prompt alone fills it.
         pad_answer_to (`int`, *optional*): extend each scored part (reply, end marker, EOS) with EOS tokens to this
             many tokens, as LLaDA's instruction tuning does (Diffutron's fork pads with `<pad>`). The padding is part
             of the answer, so it is masked and scored: the model learns to fill the rest of a generation canvas with
@@ -201,7 +205,23 @@ def format_instruction_dataset(
             ids = ids[:max_length]
         return {"input_ids": ids, "prompt_length": min(len(prompt_ids), len(ids)), "sample_id": index}
 
-    return dataset.map(render, with_indices=True, remove_columns=dataset.column_names, num_proc=num_proc)
+    rows = dataset.map(render, with_indices=True, remove_columns=dataset.column_names, num_proc=num_proc)
+    if max_length is None or not truncate:
+        return rows
+    # A prompt that alone fills `max_length` leaves no answer to learn: such rows would stop training at their first
+    # batch (the collator refuses them), so they are dropped here, with a warning naming them.
+    lengths = zip(rows["input_ids"], rows["prompt_length"], strict=True)
+    empty = [i for i, (ids, prompt) in enumerate(lengths) if prompt >= len(ids)]
+    if not empty:
+        return rows
+    if len(empty) == len(rows):
+        raise ValueError(f"Every row's prompt fills `max_length` ({max_length}): no answer is left to learn.")
+    logger.warning(
+        "format_instruction_dataset: %d of %d rows have a prompt of at least `max_length` (%d) tokens and no room for "
+        "their answer; they are dropped (rows %s). Raise `max_length` to keep them.",
+        len(empty), len(rows), max_length, ", ".join(str(i) for i in empty[:10]) + (", ..." if len(empty) > 10 else ""),
+    )  # fmt: skip
+    return rows.select(sorted(set(range(len(rows))) - set(empty)))
 
 
 def mix_corpus_blocks(instructions: Dataset, blocks: Dataset, ratio: float, *, seed: int = 0) -> Dataset:

@@ -43,7 +43,10 @@ class RecipeArguments:
         },
     )
     max_length: int | None = field(default=None, metadata={"help": "SFT: longest row, in tokens."})
-    truncate: bool = field(default=False, metadata={"help": "SFT: cut rows longer than max_length."})
+    truncate: bool = field(
+        default=False,
+        metadata={"help": "SFT: cut rows longer than max_length (rows whose prompt alone fills it are dropped)."},
+    )
     pad_answer_to: int | None = field(
         default=None, metadata={"help": "SFT: pad each answer with scored EOS tokens to this length (LLaDA's SFT)."}
     )
