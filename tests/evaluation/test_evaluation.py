@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -228,6 +229,10 @@ def test_mdlm_eval_checks_its_arguments_before_any_work(counting_model, tmp_path
     assert "`tasks` names no task" in capsys.readouterr().err
     assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--limit", "-1"]) == 2
     assert "`limit` must be an integer >= 1" in capsys.readouterr().err
+    assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--num-samples", "1"]) == 2
+    assert (
+        "`num_samples` must be an integer >= 2, got 1" in capsys.readouterr().err
+    )  # was: each task failed after loading
     missing = tmp_path / "missing" / "out.json"
     assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--output", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -242,3 +247,18 @@ def test_mdlm_lm_eval_runs_lm_evals_command_line_with_the_model_registered(count
     assert code == 0
     written = list((tmp_path / "out").rglob("results_*.json"))
     assert written and json.loads(written[0].read_text())["results"]["counting_mc"]["acc,none"] == 1.0
+
+
+def test_the_lm_eval_adapter_checks_its_arguments_before_loading(tmp_path):
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    from transformers_mdlm.evaluation.lm_eval_adapter import MaskedDiffusionLM
+
+    missing = str(tmp_path / "no-model")  # loading it would fail with another error: the checks come first
+    for arguments, message in [
+        ({"num_samples": 1}, "`num_samples` must be an integer >= 2, got 1"),
+        ({"batch_size": "abc"}, "`batch_size` must be a positive integer or 'auto', got 'abc'"),
+        ({"batch_size": 0}, "`batch_size` must be a positive integer or 'auto', got 0"),
+        ({"max_length": 0}, "`max_length` must be an integer >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            MaskedDiffusionLM(pretrained=missing, **arguments)

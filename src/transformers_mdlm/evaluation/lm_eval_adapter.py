@@ -17,6 +17,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from transformers.utils import logging
 
+from ..validation import check_int
 from .likelihood import evidence_bound
 
 logger = logging.get_logger(__name__)
@@ -45,6 +46,11 @@ class MaskedDiffusionLM(LM):
         **generation_kwargs: Any,
     ) -> None:
         super().__init__()
+        # Checked before the model loads; lm-eval passes `--model_args` values as numbers where they parse as such.
+        check_int("num_samples", num_samples, minimum=2)  # the evidence bound's standard error needs two draws
+        check_int("seed", seed, minimum=0)
+        check_int("max_length", max_length, minimum=1, optional=True)
+        batch = _batch_size(batch_size)
         from transformers import AutoTokenizer
 
         from ..modeling_auto import AutoModelForMaskedDiffusion
@@ -65,9 +71,7 @@ class MaskedDiffusionLM(LM):
         if device:
             self.model.to(device)
         self.model.eval()
-        self.num_samples = int(num_samples)
-        self.seed = int(seed)
-        self.batch = int(batch_size) if str(batch_size).isdigit() else 64
+        self.num_samples, self.seed, self.batch = num_samples, seed, batch
         self.max_length = int(max_length) if max_length else (self.model.max_sequence_length() or 512)
         self.generation_kwargs = {key: _parse(value) for key, value in generation_kwargs.items()}
 
@@ -137,3 +141,13 @@ def _parse(value: Any) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def _batch_size(value: Any) -> int:
+    """Requests scored together: a positive integer, or lm-eval's `auto` / `auto:N` (a fixed 64 here)."""
+    text = str(value)
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text == "auto" or text.startswith("auto:"):
+        return 64
+    raise ValueError(f"`batch_size` must be a positive integer or 'auto', got {value!r}.")

@@ -118,7 +118,7 @@ def _check_arguments(tasks: Any, limit: Any, num_samples: Any, output: Any) -> l
     if not tasks:
         raise ValueError(f"`tasks` names no task; choose from {', '.join(TASKS)} or a jsonl task name.")
     check_int("limit", limit, minimum=1, optional=True)
-    check_int("num_samples", num_samples, minimum=1)
+    check_int("num_samples", num_samples, minimum=2)  # the evidence bound's standard error needs two draws
     if output is not None:
         folder = Path(output).resolve().parent
         if not folder.is_dir():
