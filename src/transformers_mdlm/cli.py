@@ -61,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--input", help="generate for every row of a .jsonl/.txt file or a dataset (with --output); torchrun-able"
     )
-    generate.add_argument("--column", default="text", help="--input's column holding the prompts (default: text)")
+    generate.add_argument("--column", help="--input's column holding the prompts (default: text)")
     generate.add_argument("--id-column", help="--input's column of row ids (default: the row index)")
     generate.add_argument("--output", help="--input's results, one JSON line per row, in input order")
-    generate.add_argument("--batch-size", type=int, default=8, help="rows per batch with --input")
+    generate.add_argument("--batch-size", type=int, help="rows per batch with --input (default: 8)")
     generate.add_argument("--live", action="store_true", help="show the canvas denoising live (on stderr)")
     generate.add_argument("--json", action="store_true", help="print the pipeline's output as JSON")
     generate.add_argument("--save-history", metavar="PATH", help="write the denoising as a .gif or .html file")
@@ -166,7 +166,8 @@ def run_generate_dataset(args: argparse.Namespace) -> int:
         args.device = str(process_state().device)
     pipe = _load_pipeline(args)
     summary = generate_dataset(
-        pipe, args.input, args.output, column=args.column, id_column=args.id_column, batch_size=args.batch_size,
+        pipe, args.input, args.output, column=args.column or "text", id_column=args.id_column,
+        batch_size=8 if args.batch_size is None else args.batch_size,
         generator=_generator(args.seed), return_full_text=False, **_generation_kwargs(args),
     )  # fmt: skip
     print(json.dumps(summary), file=sys.stderr)
@@ -176,8 +177,12 @@ def run_generate_dataset(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     if args.input is not None:
         return run_generate_dataset(args)
-    if args.output is not None:
-        raise ValueError("--output goes with --input (generation over a dataset).")
+    given = [flag for flag, value in (("--output", args.output), ("--column", args.column),
+             ("--id-column", args.id_column), ("--batch-size", args.batch_size)) if value is not None]  # fmt: skip
+    if given:  # they would be ignored for a single prompt
+        raise ValueError(
+            f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --input (generation over a dataset)."
+        )
     # A line read from a pipe ends in a newline that is not part of the prompt.
     prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read().rstrip("\r\n")
     if args.system and not args.chat:

@@ -75,6 +75,11 @@ def test_generate_reports_bad_arguments(tiny_model_dir, capsys):
     assert "--model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "--remasking", "best", "w1"])
+    # The flags of `--input` are refused for a single prompt instead of being ignored.
+    assert main(["generate", "--model", str(tiny_model_dir), "--batch-size", "0", "w1"]) == 2
+    assert "--batch-size goes with --input" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_model_dir), "--column", "q", "--id-column", "k", "w1"]) == 2
+    assert "--column, --id-column go with --input" in capsys.readouterr().err
 
 
 def test_chat_keeps_the_conversation(tiny_model_dir, monkeypatch):
