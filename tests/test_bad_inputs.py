@@ -60,6 +60,8 @@ GENERATE = [
      ValueError, "allowed: sequences"),
     ("num_return_sequences 0", lambda: MODEL.generate(IDS, num_return_sequences=0, **SHORT), ValueError,
      "`num_return_sequences`"),
+    ("several greedy sequences", lambda: MODEL.generate(IDS, num_return_sequences=2, do_sample=False, **SHORT),
+     ValueError, "would return identical answers"),
     ("too long", lambda: MODEL.generate(IDS, max_new_tokens=500, steps=2), ValueError, "128 positions"),
     ("scheduler of the wrong type", lambda: MODEL.generate(IDS, scheduler="linear", **SHORT), TypeError,
      "`scheduler` must be a MaskedDiffusionScheduler"),
@@ -80,6 +82,10 @@ PIPELINE = [
      "num_beams"),
     ("too long", lambda: _pipe()(" ".join(["w1"] * 130), **SHORT), ValueError, "128 positions"),
     ("an empty list", lambda: _pipe()([], **SHORT), ValueError, "empty list"),
+    ("a string for a flag", lambda: _pipe()("w1", return_full_text="no", **SHORT), TypeError,
+     "`return_full_text` must be True or False, got 'no'"),
+    ("a number for a flag", lambda: _pipe()("w1", continue_final_message=1, **SHORT), TypeError,
+     "`continue_final_message` must be True or False"),
 ]  # fmt: skip
 
 

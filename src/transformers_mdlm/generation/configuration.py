@@ -88,7 +88,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             `temperature` (1.0 when `temperature` is 0). `None` (the default) lets `temperature` decide.
         num_return_sequences (`int`, *optional*, defaults to 1):
             Answers per prompt: each prompt is repeated this many times (rows `i * n ... i * n + n - 1` of the output
-            belong to prompt `i`, as in transformers). Useful with sampling.
+            belong to prompt `i`, as in transformers). Needs sampling, or random remasking (or
+            `stochastic_transfer`): fully greedy decoding would repeat one answer, so it raises a `ValueError`, as
+            transformers does for greedy decoding.
         stop_strings (`list[str]`, *optional*):
             A row stops once its committed new text (up to its first mask) contains one of these strings, checked
             after every step: the tokens after the one that completes it, and its remaining masks, become padding, and
@@ -252,6 +254,17 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
         check_choice("do_sample", self.do_sample, (True, False), optional=True)
         check_int("num_return_sequences", self.num_return_sequences, minimum=1)
+        if (
+            self.num_return_sequences > 1
+            and self.sampling_temperature == 0
+            and self.remasking != "random"
+            and not self.stochastic_transfer
+        ):  # transformers refuses greedy decoding with several sequences too
+            raise ValueError(
+                f"`num_return_sequences={self.num_return_sequences}` with greedy decoding (temperature 0 or "
+                f"`do_sample=False`) and {self.remasking!r} remasking would return identical answers; sample "
+                "(`do_sample=True` or `temperature > 0`), or use `remasking='random'`."
+            )
         if self.stop_strings is not None and (
             not isinstance(self.stop_strings, (list, tuple))
             or not all(isinstance(text, str) and text for text in self.stop_strings)

@@ -13,6 +13,7 @@ from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, DIFFUTRON_END_OF_ANSWER
 from ..generation.configuration import MaskedDiffusionGenerationConfig
 from ..generation.inputs import check_length
 from ..tokenizer_utils import decode_frame
+from ..validation import check_bool
 from .inputs import Conversation, ProgressBar, chain_callbacks, prepare_inputs
 
 #: Above this many denoising steps, `progress_bar=None` shows a progress bar.
@@ -100,7 +101,14 @@ class MaskedDiffusionPipeline(Pipeline):
         clean_up_tokenization_spaces: bool | None = None,
         **generate_kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        # Check every generation parameter once, now, before any input is processed; the checked config travels down.
+        # Check every parameter once, now, before any input is processed; the checked config travels down.
+        flags = {"return_full_text": return_full_text, "return_tensors": return_tensors,
+                 "return_history": return_history, "add_special_tokens": add_special_tokens,
+                 "continue_final_message": continue_final_message, "progress_bar": progress_bar,
+                 "clean_up_tokenization_spaces": clean_up_tokenization_spaces}  # fmt: skip
+        for name, value in flags.items():
+            if value is not None:
+                check_bool(name, value)
         generate_kwargs = {**getattr(self, "_default_generate_kwargs", {}), **generate_kwargs}
         base = generate_kwargs.pop("generation_config", None)
         if base is None:
