@@ -109,3 +109,17 @@ def test_generate_takes_a_bert_tokenizers_output(tiny_modernbert):
     assert torch.equal(tiny_modernbert.generate(**encoded, **SHORT), tiny_modernbert.generate(ids, **SHORT))
     with pytest.raises(ValueError, match="`token_type_ids` other than 0"):
         tiny_modernbert.generate(**{**encoded, "token_type_ids": torch.ones_like(ids)}, **SHORT)
+
+
+def test_a_calls_max_length_replaces_a_saved_max_new_tokens(fresh_modernbert, caplog):
+    # A model whose generation_config saves `max_new_tokens` (as the embedded model's does) used to ignore the call's
+    # `max_length`; now the call's total length is what it generates to.
+    model = fresh_modernbert
+    model.generation_config.max_new_tokens = 8
+    ids = torch.tensor([[10, 11, 12]])
+    assert model.generate(ids, max_length=7, steps=4).shape == (1, 7)
+    assert model.generate(ids, steps=4).shape == (1, 11)  # the saved default otherwise
+    with pytest.raises(ValueError, match="Nothing to generate"):
+        model.generate(ids, max_length=3, steps=4)  # no room after the prompt
+    assert model.generate(ids, max_length=7, max_new_tokens=2, steps=2).shape == (1, 5)  # as transformers: it wins
+    assert "`max_new_tokens` takes precedence" in caplog.text

@@ -6,8 +6,11 @@ import copy
 from typing import Any
 
 from transformers import CompileConfig, GenerationConfig
+from transformers.utils import logging
 
 from ..validation import check_bool, check_choice, check_int, check_number
+
+logger = logging.get_logger(__name__)
 
 #: Confidence rules that decide which masked positions a step commits (see `logits.confidence_scores`).
 REMASKING_STRATEGIES = ("low_confidence", "random", "margin", "entropy")
@@ -313,7 +316,20 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         return unused
 
     def with_overrides(self, **kwargs: Any) -> MaskedDiffusionGenerationConfig:
-        """A validated copy of this config with `kwargs` applied; an unknown name raises a `TypeError`."""
+        """A validated copy of this config with `kwargs` applied; an unknown name raises a `TypeError`.
+
+        A `max_length` given here without `max_new_tokens` replaces this config's `max_new_tokens` (a saved default
+        would otherwise take precedence and the call's length would be ignored; transformers keeps the default and
+        only warns). Given both, `max_new_tokens` wins, as in transformers, with its warning.
+        """
+        if kwargs.get("max_length") is not None:
+            if "max_new_tokens" not in kwargs:
+                kwargs = {**kwargs, "max_new_tokens": None}
+            elif kwargs["max_new_tokens"] is not None:
+                logger.warning(
+                    "Both `max_new_tokens` (=%s) and `max_length` (=%s) were given; `max_new_tokens` takes precedence.",
+                    kwargs["max_new_tokens"], kwargs["max_length"],
+                )  # fmt: skip
         config = copy.deepcopy(self)
         unknown = config.update(**kwargs)
         if unknown:
