@@ -129,3 +129,28 @@ def test_the_shared_turkish_data_prepares_with_the_embedded_tokenizer():
     answer = tokenizer.decode(first["input_ids"][first["prompt_length"] :], skip_special_tokens=True)
     assert prompt.startswith("[Question]") and prompt.rstrip().endswith("[Answer]")
     assert answer.rstrip().endswith("[/Answer]") and instruct[0]["output"].split()[0] in answer
+
+
+def test_rows_longer_than_the_positions_and_stray_lora_settings_fail_before_training(base, tmp_path, capsys):
+    # Each used to be found late: a long row stopped the run at the batch that drew it (maybe hours in), and LoRA
+    # settings without --lora were ignored (every weight trained).
+    positions = AutoModelForMaskedDiffusion.from_pretrained(base).max_sequence_length()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(f"w{(i + j) % 80}" for j in range(positions + 20)) for i in range(4)))
+    out = tmp_path / "out"
+    pretrain = ["train", "pretrain", "--model", str(base), "--train_file", str(corpus), "--output_dir", str(out)]
+    for layout in ([], ["--line_by_line"]):
+        assert main([*pretrain, *layout, "--block_size", str(positions + 8), *COMMON]) == 2
+        assert f"more than the model's {positions} positions" in capsys.readouterr().err
+    assert main([*pretrain, "--lora_r", "8", *COMMON]) == 2
+    assert "['lora_r'] configure a LoRA adapter, which is off" in capsys.readouterr().err
+    rows = [
+        {"instruction": " ".join(["w5"] * (positions + 10)), "output": "w6"},
+        {"instruction": "w7", "output": "w8"},
+    ]
+    data = tmp_path / "instruct.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    sft = ["train", "sft", "--model", str(base), "--train_file", str(data), "--output_dir", str(out), *COMMON]
+    assert main(sft) == 2
+    assert "pass `max_length` (at most the positions) with `truncate=True`" in capsys.readouterr().err
+    assert not out.exists()  # nothing trained, nothing written

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -86,6 +86,16 @@ class RecipeArguments:
                 "`replay_file` and `replay_ratio` go together: a corpus file and a ratio > 0 (corpus blocks per "
                 f"instruction row), or neither; got replay_file={self.replay_file!r}, replay_ratio={self.replay_ratio!r}."
             )
+        lora_settings_given = [
+            item.name
+            for item in fields(self)
+            if item.name in LORA_SETTINGS and getattr(self, item.name) != item.default
+        ]
+        if lora_settings_given and not self.lora:
+            raise ValueError(
+                f"{lora_settings_given} configure a LoRA adapter, which is off: set `lora=True` too (they would be "
+                "ignored, and every weight would train)."
+            )
         if self.lora_trainable_tokens and not self.lora:
             raise ValueError(
                 f"`lora_trainable_tokens` ({self.lora_trainable_tokens!r}) trains embedding rows next to a LoRA "
@@ -93,6 +103,8 @@ class RecipeArguments:
             )
 
 
+#: Recipe fields that only a LoRA run reads; changed without `lora=True`, they raise rather than be ignored.
+LORA_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge_lora")
 #: Recipe fields that only instruction tuning reads; set for pretraining, they raise rather than be ignored.
 SFT_ONLY_FIELDS = ("max_length", "truncate", "pad_answer_to", "replay_file", "tasks", "exclude_tasks")
 
@@ -160,6 +172,22 @@ def _token_ids(tokenizer: Any, tokens: str) -> list[int]:
     return [vocabulary[name] for name in names]
 
 
+def _check_row_lengths(model: Any, rows: dict[str, Dataset | None], advice: str) -> None:
+    """Every row fits the model's positions, checked before training (a longer row would stop the run at its batch)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    positions = base.max_sequence_length()
+    if positions is None:
+        return
+    for name, dataset in rows.items():
+        if dataset is None or not len(dataset):
+            continue
+        longest = max(len(ids) for ids in dataset["input_ids"])
+        if longest > positions:
+            raise ValueError(
+                f"The {name} has rows of up to {longest} tokens, more than the model's {positions} positions: {advice}."
+            )
+
+
 def _train_and_save(
     recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments, model: Any, tokenizer: Any, **trainer_kwargs: Any
 ) -> dict[str, Any]:
@@ -195,6 +223,8 @@ def run_pretraining(recipe: RecipeArguments, args: MaskedDiffusionTrainingArgume
     model, tokenizer = _model_and_tokenizer(recipe)
     train = _corpus_rows(recipe, recipe.train_file, tokenizer, recipe.limit)
     evaluation = _corpus_rows(recipe, recipe.validation_file, tokenizer) if recipe.validation_file else None
+    _check_row_lengths(model, {"training data": train, "validation data": evaluation},
+                       f"use a `block_size` of at most the model's positions (got {recipe.block_size})")  # fmt: skip
     collator = DataCollatorForMaskedDiffusion(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
     )
@@ -211,13 +241,17 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
     formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
     train = format_instruction_dataset(rows, tokenizer, **formatting)
-    if recipe.replay_file:
-        blocks = _corpus_rows(recipe, recipe.replay_file, tokenizer)
-        train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     evaluation = None
     if recipe.validation_file:
         held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe)
         evaluation = format_instruction_dataset(held_out, tokenizer, **formatting)
+    _check_row_lengths(model, {"instruction data": train, "validation data": evaluation},
+                       "pass `max_length` (at most the positions) with `truncate=True`")  # fmt: skip
+    if recipe.replay_file:
+        blocks = _corpus_rows(recipe, recipe.replay_file, tokenizer)
+        _check_row_lengths(model, {"replay data": blocks},
+                           f"use a `block_size` of at most the model's positions (got {recipe.block_size})")  # fmt: skip
+        train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     collator = DataCollatorForMaskedDiffusionSFT(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
     )
