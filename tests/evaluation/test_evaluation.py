@@ -229,10 +229,9 @@ def test_mdlm_eval_checks_its_arguments_before_any_work(counting_model, tmp_path
     assert "`tasks` names no task" in capsys.readouterr().err
     assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--limit", "-1"]) == 2
     assert "`limit` must be an integer >= 1" in capsys.readouterr().err
+    # Refused before loading (each task used to load, then fail).
     assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--num-samples", "1"]) == 2
-    assert (
-        "`num_samples` must be an integer >= 2, got 1" in capsys.readouterr().err
-    )  # was: each task failed after loading
+    assert "`num_samples` must be an integer >= 2, got 1" in capsys.readouterr().err
     missing = tmp_path / "missing" / "out.json"
     assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--output", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err

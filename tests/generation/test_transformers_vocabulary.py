@@ -47,6 +47,7 @@ def test_num_return_sequences_repeats_each_prompt(tiny_modernbert):
         ids, num_return_sequences=3, remasking="random", generator=torch.Generator().manual_seed(0), **SHORT
     )
     assert orders.shape == (6, 11) and orders[:3, :3].tolist() == [[10, 11, 12]] * 3
+    assert len({tuple(row) for row in orders[:3, 3:].tolist()}) > 1  # the orders, and so the answers, differ
 
 
 def test_a_plain_generation_config_is_honoured(fresh_modernbert):
