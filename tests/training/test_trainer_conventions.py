@@ -87,3 +87,22 @@ def test_bf16_on_a_cpu_without_bfloat16_kernels_warns(tmp_path, caplog, monkeypa
         MaskedDiffusionTrainer(model=small_model(), args=args(tmp_path, bf16=bf16),
                                train_dataset=counting_dataset(rows=8), processing_class=make_tiny_tokenizer())  # fmt: skip
         assert ("CPU without bfloat16 kernels" in caplog.text) == (bf16 and not native)
+
+
+def test_rows_longer_than_the_positions_fail_when_the_trainer_is_built(tmp_path):
+    # The collator refuses such a row only at the batch that draws it, maybe hours into a run; the trainer reads every
+    # row's length (in Arrow batches) first, for each split, unless a truncating collator cuts rows to fit.
+    short, long = [20, 21, 22], [20] * 140  # the small model has 128 positions
+    data = Dataset.from_dict({"input_ids": [short] * 7 + [long]}).select([7, 0, 1])  # selections are honoured
+    build = {"model": small_model(), "args": args(tmp_path), "processing_class": make_tiny_tokenizer()}
+    with pytest.raises(ValueError, match=r"`train_dataset` has rows of up to 140 tokens, more than the model's 128"):
+        MaskedDiffusionTrainer(train_dataset=data, **build)
+    with pytest.raises(ValueError, match=r"`eval_dataset` has rows of up to 140 tokens"):
+        MaskedDiffusionTrainer(train_dataset=counting_dataset(rows=8), eval_dataset=data, **build)
+    fits = Dataset.from_dict({"input_ids": [short] * 7 + [long]}).select(range(7))
+    MaskedDiffusionTrainer(train_dataset=fits, **build)  # the long row is not selected
+    cutting = DataCollatorForMaskedDiffusion(tokenizer=build["processing_class"], max_length=128, truncate=True)
+    trainer = MaskedDiffusionTrainer(
+        train_dataset=data, data_collator=cutting, **{**build, "args": args(tmp_path, max_steps=2)}
+    )
+    assert trainer.train().global_step == 2  # the collator cut the long row and training ran

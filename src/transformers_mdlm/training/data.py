@@ -3,8 +3,11 @@ a chat template."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 from transformers.utils import logging
 
@@ -210,8 +213,11 @@ def format_instruction_dataset(
         return rows
     # A prompt that alone fills `max_length` leaves no answer to learn: such rows would stop training at their first
     # batch (the collator refuses them), so they are dropped here, with a warning naming them.
-    lengths = zip(rows["input_ids"], rows["prompt_length"], strict=True)
-    empty = [i for i, (ids, prompt) in enumerate(lengths) if prompt >= len(ids)]
+    empty = [
+        i
+        for i, no_answer in enumerate(_arrow_column(rows, lambda b: pc.greater_equal(b["prompt_length"], _lengths(b))))
+        if no_answer
+    ]
     if not empty:
         return rows
     if len(empty) == len(rows):
@@ -221,7 +227,24 @@ def format_instruction_dataset(
         "their answer; they are dropped (rows %s). Raise `max_length` to keep them.",
         len(empty), len(rows), max_length, ", ".join(str(i) for i in empty[:10]) + (", ..." if len(empty) > 10 else ""),
     )  # fmt: skip
-    return rows.select(sorted(set(range(len(rows))) - set(empty)))
+    dropped = set(empty)
+    return rows.select([i for i in range(len(rows)) if i not in dropped])
+
+
+def _lengths(batch: pa.Table) -> pa.Array:
+    return pc.list_value_length(batch["input_ids"])
+
+
+def _arrow_column(dataset: Dataset, compute: Any, batch_size: int = 65_536) -> Iterator[Any]:
+    """`compute` over `dataset` in Arrow batches (row order, selections honoured), one Python value per row, without
+    turning whole token columns into Python lists."""
+    for batch in dataset.with_format("arrow").iter(batch_size=batch_size):
+        yield from compute(batch).to_pylist()
+
+
+def longest_row(dataset: Dataset) -> int:
+    """The number of tokens in the longest `input_ids` row (0 for an empty dataset), read in Arrow batches."""
+    return max(_arrow_column(dataset, _lengths), default=0)
 
 
 def mix_corpus_blocks(instructions: Dataset, blocks: Dataset, ratio: float, *, seed: int = 0) -> Dataset:

@@ -172,22 +172,6 @@ def _token_ids(tokenizer: Any, tokens: str) -> list[int]:
     return [vocabulary[name] for name in names]
 
 
-def _check_row_lengths(model: Any, rows: dict[str, Dataset | None], advice: str) -> None:
-    """Every row fits the model's positions, checked before training (a longer row would stop the run at its batch)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    positions = base.max_sequence_length()
-    if positions is None:
-        return
-    for name, dataset in rows.items():
-        if dataset is None or not len(dataset):
-            continue
-        longest = max(len(ids) for ids in dataset["input_ids"])
-        if longest > positions:
-            raise ValueError(
-                f"The {name} has rows of up to {longest} tokens, more than the model's {positions} positions: {advice}."
-            )
-
-
 def _train_and_save(
     recipe: RecipeArguments, args: MaskedDiffusionTrainingArguments, model: Any, tokenizer: Any, **trainer_kwargs: Any
 ) -> dict[str, Any]:
@@ -223,8 +207,6 @@ def run_pretraining(recipe: RecipeArguments, args: MaskedDiffusionTrainingArgume
     model, tokenizer = _model_and_tokenizer(recipe)
     train = _corpus_rows(recipe, recipe.train_file, tokenizer, recipe.limit)
     evaluation = _corpus_rows(recipe, recipe.validation_file, tokenizer) if recipe.validation_file else None
-    _check_row_lengths(model, {"training data": train, "validation data": evaluation},
-                       f"use a `block_size` of at most the model's positions (got {recipe.block_size})")  # fmt: skip
     collator = DataCollatorForMaskedDiffusion(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
     )
@@ -241,17 +223,13 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
     formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
     train = format_instruction_dataset(rows, tokenizer, **formatting)
+    if recipe.replay_file:
+        blocks = _corpus_rows(recipe, recipe.replay_file, tokenizer)
+        train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     evaluation = None
     if recipe.validation_file:
         held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe)
         evaluation = format_instruction_dataset(held_out, tokenizer, **formatting)
-    _check_row_lengths(model, {"instruction data": train, "validation data": evaluation},
-                       "pass `max_length` (at most the positions) with `truncate=True`")  # fmt: skip
-    if recipe.replay_file:
-        blocks = _corpus_rows(recipe, recipe.replay_file, tokenizer)
-        _check_row_lengths(model, {"replay data": blocks},
-                           f"use a `block_size` of at most the model's positions (got {recipe.block_size})")  # fmt: skip
-        train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     collator = DataCollatorForMaskedDiffusionSFT(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
@@ -24,7 +25,8 @@ from .checkpoints import (
     publish_checkpoint,
 )
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
-from .inputs import TrainingDivergedError, check_batch, with_sample_ids
+from .data import longest_row
+from .inputs import TrainingDivergedError, check_batch, model_limits, with_sample_ids
 
 logger = logging.get_logger(__name__)
 
@@ -42,6 +44,23 @@ class _NoiseEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.collator.epoch = int(state.epoch or 0)
+
+
+def _check_row_lengths(model: Any, dataset: Any, split: str, collator: Any) -> None:
+    """Rows longer than the model's positions fail before training, not at the batch that draws them (maybe hours in);
+    skipped where the collator cuts rows to fit, and for data that is not a `datasets.Dataset` of `input_ids`."""
+    _, limit = model_limits(model)
+    if limit is None or not isinstance(dataset, Dataset) or "input_ids" not in dataset.column_names:
+        return
+    cut_to = getattr(collator, "max_length", None) if getattr(collator, "truncate", False) else None
+    if cut_to is not None and cut_to <= limit:
+        return
+    longest = longest_row(dataset)
+    if longest > limit:
+        raise ValueError(
+            f"`{split}` has rows of up to {longest} tokens, more than the model's {limit} positions: pack the data "
+            "into shorter blocks (`block_size`) or pass `max_length` (at most the positions) with `truncate=True`."
+        )
 
 
 class MaskedDiffusionTrainer(Trainer):
@@ -126,6 +145,7 @@ class MaskedDiffusionTrainer(Trainer):
             ):
                 raise ValueError(f"`{split}` is empty.")
             kwargs[split] = with_sample_ids(dataset)
+            _check_row_lengths(model, kwargs[split], split, collator)
         super().__init__(model=model, args=args, **kwargs)
         if self.args.bf16 and self.args.device.type == "cpu" and not cpu_has_native_bfloat16():
             logger.warning(
