@@ -188,6 +188,12 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 ids, attention_mask=mask, return_dict_in_generate=True, kv_cache="dual", **settings,
                 **SAME_AS_REFERENCE,
             )  # fmt: skip
+        if args.exact_row:  # PyTorch's own kernels, nothing substituted: the authors' tokens bit for bit
+            methods["this package, deterministic"] = lambda ids=ids, mask=mask: _deterministic(
+                lambda: model.generate(
+                    ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
+                )
+            )
         if args.static_shapes or args.compile_step:
             static = {"static_shapes": True}
             if args.compile_step:
@@ -236,6 +242,14 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             "compile": args.compile, "compile_step": args.compile_step, "compile_reference": args.compile_reference,
             "emulate_precision_casts": args.emulate_precision_casts,
             "cudagraph_skips": skips, "settings": settings, "rows": rows}  # fmt: skip
+
+
+def _deterministic(call: Any) -> Any:
+    torch.use_deterministic_algorithms(True)
+    try:
+        return call()
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def _share_equal(rows: list[list[int]], reference: list[list[int]]) -> float:
@@ -322,6 +336,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (generation)")
     parser.add_argument("--no-cache", action="store_true", help="skip the dual-cache rows (generation)")
     parser.add_argument("--static-shapes", action="store_true", help="add a static-shapes row (generation)")
+    parser.add_argument(
+        "--exact-row", action="store_true",
+        help="generation: add a row decoding under torch.use_deterministic_algorithms(True) (no kernel substituted)",
+    )  # fmt: skip
     parser.add_argument("--new-tokens", type=int, help="generation: new tokens (= steps) instead of the settings'")
     parser.add_argument("--batch-sizes", type=int, nargs="+", choices=[1, 2, 3, 4], help="generation: default 1 4")
     parser.add_argument("--block-length", type=int, help="generation: block length instead of the settings' (32)")

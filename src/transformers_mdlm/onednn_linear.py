@@ -16,6 +16,13 @@ blocked layout once, at the start of the decoding call: 16 rows against mmBERT's
 an mmBERT layer's four linears at 96 rows 2.34 ms instead of 2.73 (same values, bit for bit, on this machine), for a
 reorder of about 140 ms (head) plus about 1-2 ms per encoder linear, and temporary copies of those weights (393 MB for
 mmBERT's head, 220 MB for its encoder) while decoding runs.
+
+On a CPU without bfloat16 kernels (AVX2 only) PyTorch emulates a bfloat16 linear, summing in float32 and rounding the
+result, 2-7 times slower than its float32 kernel (mmBERT's linears at 96 rows: 17 vs 2.5 ms; its head at 16 rows: 316
+vs 86 ms through oneDNN). The mode then does the same arithmetic through oneDNN's float32 kernel: the input and the
+weight converted to float32 (the head once per decoding call, a temporary float32 copy, 786 MB for mmBERT's; the others
+at each call, 0.1-0.3 ms), the result rounded to bfloat16. Only the order of the sums differs from the emulation, so a
+greedy near-tie may again resolve otherwise, and `torch.use_deterministic_algorithms(True)` turns it off.
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ class OneDNNLinearMode(TorchFunctionMode):
         float32 (`bool`): route float32 calls (the default).
         packed_weights (sequence of [`PackedWeight`], *optional*): calls with one of these weights use its packed
             copy (any dtype oneDNN packed it in), however `float32` is set.
+        bfloat16_in_float32 (`bool`): compute bfloat16 calls in float32 through oneDNN and round the result to
+            bfloat16, for CPUs without bfloat16 kernels, where PyTorch's emulated bfloat16 linear is 2-7 times slower.
+        float32_copies (sequence of [`PackedWeight`], *optional*): float32 copies of bfloat16 weights, made once, for
+            `bfloat16_in_float32` (others are converted at each call, which costs little except for a large head).
 
     Example:
 
@@ -81,10 +92,19 @@ class OneDNNLinearMode(TorchFunctionMode):
     ```
     """
 
-    def __init__(self, *, float32: bool = True, packed_weights: tuple[PackedWeight, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        float32: bool = True,
+        packed_weights: tuple[PackedWeight, ...] = (),
+        bfloat16_in_float32: bool = False,
+        float32_copies: tuple[PackedWeight, ...] = (),
+    ) -> None:
         super().__init__()
         self.float32 = float32
         self.packed = {id(entry.weight): entry for entry in packed_weights}
+        self.bfloat16_in_float32 = bfloat16_in_float32
+        self.float32_copies = {id(entry.weight): entry for entry in float32_copies}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -94,6 +114,8 @@ class OneDNNLinearMode(TorchFunctionMode):
             entry = self.packed.get(id(weight))
             if entry is not None and entry.weight is weight and _suits_onednn(hidden, weight, bias, weight.dtype):
                 return _onednn_linear(func, hidden, weight, bias, kernel_weight=entry.packed)
+            if self.bfloat16_in_float32 and _suits_onednn(hidden, weight, bias, torch.bfloat16):
+                return _bfloat16_in_float32(func, hidden, weight, bias, self.float32_copies.get(id(weight)))
             if self.float32 and _suits_onednn(hidden, weight, bias, torch.float32):
                 return _onednn_linear(func, hidden, weight, bias)
         return func(*args, **kwargs)
@@ -133,6 +155,15 @@ def _onednn_linear(
     return output.view(*hidden.shape[:-1], weight.shape[0])
 
 
+def _bfloat16_in_float32(
+    func: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, copy: PackedWeight | None
+) -> torch.Tensor:
+    """A bfloat16 linear summed in float32 (as PyTorch's emulated kernel does, in another order), rounded to bfloat16."""
+    weight32 = copy.packed if copy is not None and copy.weight is weight else weight.float()
+    bias32 = None if bias is None else bias.float()
+    return _onednn_linear(func, hidden.float(), weight32, bias32).to(torch.bfloat16)
+
+
 def onednn_linear_mode(
     model: torch.nn.Module,
     *,
@@ -141,9 +172,10 @@ def onednn_linear_mode(
     encoder_rows: int | None = None,
     compiled_step: bool = False,
 ) -> AbstractContextManager:
-    """[`OneDNNLinearMode`] for a float32 model on a CPU (when PyTorch has oneDNN); for a bfloat16 model decoding at
-    least `PACK_MIN_STEPS` steps, the mode with its output head packed (for `rows` rows per call) and its other large
-    linears (for `encoder_rows` rows, default `rows`); else a no-op context.
+    """[`OneDNNLinearMode`] for a float32 model on a CPU (when PyTorch has oneDNN). For a bfloat16 model: on a CPU with
+    bfloat16 kernels, decoding at least `PACK_MIN_STEPS` steps, the mode with its output head packed (for `rows` rows
+    per call) and its other large linears (for `encoder_rows` rows, default `rows`); on a CPU without them, the mode
+    computing its linears in float32 (the output head from a float32 copy made once). Else a no-op context.
 
     Models whose encoder was compiled with `torch.compile`, and decoding whose step is (`compiled_step`, set by a
     `compile_config`), are left to the compiler, which picks its own CPU kernels (oneDNN's among them). Under
@@ -152,35 +184,39 @@ def onednn_linear_mode(
     PyTorch's kernels.
     """
     parameter = next(model.parameters(), None)
-    if (
-        parameter is not None
-        and parameter.device.type == "cpu"
-        and parameter.dtype == torch.bfloat16
-        and not cpu_has_native_bfloat16()
-    ):
-        logger.warning_once(
-            "Decoding a bfloat16 model on a CPU without bfloat16 kernels (AVX512-BF16 or AMX): PyTorch emulates "
-            "bfloat16 there, and decoding runs several times slower than in float32 (4.5x for an mmBERT-shaped model on "
-            "an AVX2 CPU, see docs/performance.md). "
-            "Loading the model with `dtype=torch.float32` is faster; greedy near-ties may then resolve differently."
-        )
     compiled = getattr(getattr(model, "base_model", model), "_compiled_call_impl", None) is not None
-    if (
-        not _ONEDNN_LINEAR
-        or torch.are_deterministic_algorithms_enabled()
-        or parameter is None
-        or parameter.device.type != "cpu"
-        or compiled
-        or compiled_step
-    ):
+    if parameter is None or parameter.device.type != "cpu":
+        return nullcontext()
+    emulated = parameter.dtype == torch.bfloat16 and not cpu_has_native_bfloat16()
+    if not _ONEDNN_LINEAR or torch.are_deterministic_algorithms_enabled() or compiled or compiled_step:
+        if emulated:
+            logger.warning_once(
+                "Decoding a bfloat16 model on a CPU without bfloat16 kernels (AVX512-BF16 or AMX) with PyTorch's own "
+                "kernels (under `torch.use_deterministic_algorithms(True)`) or the compiler's: PyTorch emulates "
+                "bfloat16 there, and decoding runs several times slower than in float32 "
+                "(4.5x for an mmBERT-shaped model on an AVX2 CPU, see docs/performance.md). Loading the model with "
+                "`dtype=torch.float32` is faster; greedy near-ties may then resolve differently."
+            )
         return nullcontext()
     if parameter.dtype == torch.float32:
         return OneDNNLinearMode()
+    if emulated:
+        return OneDNNLinearMode(float32=False, bfloat16_in_float32=True, float32_copies=_float32_head(model))
     if parameter.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
         packed = _packed_weights(model, rows, encoder_rows or rows)
         if packed:
             return OneDNNLinearMode(float32=False, packed_weights=packed)
     return nullcontext()
+
+
+def _float32_head(model: torch.nn.Module) -> tuple[PackedWeight, ...]:
+    """A float32 copy of a bfloat16 output head, made once per decoding call: converting mmBERT's 197M-element head
+    takes about 400 ms on 2 cores, more than a step's head computes in float32."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if not isinstance(head, torch.nn.Linear) or weight.dtype != torch.bfloat16:
+        return ()
+    return (PackedWeight(weight, weight.detach().float()),)
 
 
 def _packed_weights(model: torch.nn.Module, head_rows: int, rows: int) -> tuple[PackedWeight, ...]:

@@ -74,7 +74,8 @@ def test_a_failing_kernel_falls_back_to_torch(layer, monkeypatch):
 
 
 @needs_onednn
-def test_cpu_float32_decoding_uses_the_kernel_and_others_do_not(kernel_calls):
+def test_cpu_float32_decoding_uses_the_kernel_and_others_do_not(kernel_calls, monkeypatch):
+    monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda: True)  # bfloat16 then keeps torch's kernel
     model = build_model(modernbert_config())
     ids = torch.tensor([[10, 11, 12]])
     out = model.generate(ids, max_new_tokens=8, steps=8, block_length=4, repetition_penalty=1.0)
@@ -174,13 +175,55 @@ def test_low_precision_greedy_proposals_match_their_own_argmax():
         assert proposals.tolist() == [17, 17, 17, 9, 17, 17]
 
 
-def test_nothing_is_packed_on_a_cpu_without_bfloat16_kernels(monkeypatch):
+@needs_onednn
+def test_without_bfloat16_kernels_nothing_is_packed_and_linears_sum_in_float32(kernel_calls, monkeypatch):
     # Runs on every CPU (the packing tests above need bfloat16 kernels): without them, oneDNN has no kernel for the
-    # packed copies, so decoding keeps torch's linear.
+    # packed copies, and PyTorch's emulated bfloat16 linear is 2-7x slower than float32 (docs/performance.md), so the
+    # mode sums bfloat16 linears in float32 and rounds, as the emulation does (in another order).
     model = build_model(modernbert_config()).to(torch.bfloat16)
     monkeypatch.setattr(onednn, "PACK_MIN_ELEMENTS", 0)
     monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda: False)
-    assert isinstance(onednn_linear_mode(model, steps=64, rows=8), type(onednn_linear_mode(nn.Identity())))
+    mode = onednn_linear_mode(model, steps=64, rows=8)
+    assert isinstance(mode, OneDNNLinearMode) and mode.bfloat16_in_float32 and not mode.packed and not mode.float32
+    head = model.get_output_embeddings().weight
+    [(weight, copy)] = mode.float32_copies.values()  # the head's float32 copy, made once
+    assert weight is head and copy.dtype == torch.float32 and torch.equal(copy, head.float())
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 300).to(torch.bfloat16)
+    hidden = torch.randn(5, 48).bfloat16()
+    with torch.inference_mode():
+        expected = F.linear(hidden.float(), layer.weight.float(), layer.bias.float()).bfloat16()
+        emulated = layer(hidden)
+        with mode:
+            routed = layer(hidden)
+    assert kernel_calls == [torch.Size([5, 48])]  # oneDNN's float32 kernel computed it
+    assert routed.dtype == torch.bfloat16 and torch.equal(routed, expected)
+    torch.testing.assert_close(routed, emulated)  # bfloat16's tolerance: the sums differ in order only
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert isinstance(onednn_linear_mode(model, steps=64), type(onednn_linear_mode(nn.Identity())))
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@needs_onednn
+def test_bfloat16_decoding_without_bfloat16_kernels_runs_its_linears_in_float32(kernel_calls, monkeypatch):
+    """Every linear of every forward pass goes through oneDNN's float32 kernel; the answer matches decoding with
+    PyTorch's emulated kernel on this tiny model (in general a greedy near-tie may resolve otherwise)."""
+    monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda: False)
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
+    routed = model.generate(torch.tensor([[10, 11, 12, 13]]), **settings, return_dict_in_generate=True)
+    linears = sum(isinstance(module, nn.Linear) for module in model.modules())
+    assert len(kernel_calls) == routed.nfe * linears
+    kernel_calls.clear()
+    torch.use_deterministic_algorithms(True)
+    try:
+        plain = model.generate(torch.tensor([[10, 11, 12, 13]]), **settings, return_dict_in_generate=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert kernel_calls == []
+    assert torch.equal(routed.sequences, plain.sequences)
 
 
 def test_native_bfloat16_is_false_without_onednn(monkeypatch):
@@ -200,13 +243,18 @@ def test_bfloat16_decoding_on_a_cpu_without_bfloat16_kernels_warns(monkeypatch, 
     import logging
 
     model = build_model(modernbert_config())
-    for native, dtype, warns in (
-        (False, torch.bfloat16, True),
-        (True, torch.bfloat16, False),
-        (False, torch.float32, False),
+    for native, dtype, exact, warns in (
+        (False, torch.bfloat16, True, True),  # PyTorch's own (emulated) kernels, as exactness asks
+        (False, torch.bfloat16, False, not onednn._ONEDNN_LINEAR),  # else linears run in float32
+        (True, torch.bfloat16, True, False),
+        (False, torch.float32, True, False),
     ):
         monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda native=native: native)
         logging.Logger.warning_once.cache_clear()  # transformers' warning_once: once per process otherwise
         caplog.clear()
-        model.to(dtype).generate(torch.tensor([[10, 11, 12]]), max_new_tokens=4, steps=4)
-        assert ("CPU without bfloat16 kernels" in caplog.text) == warns, (native, dtype)
+        torch.use_deterministic_algorithms(exact)
+        try:
+            model.to(dtype).generate(torch.tensor([[10, 11, 12]]), max_new_tokens=4, steps=4)
+        finally:
+            torch.use_deterministic_algorithms(False)
+        assert ("CPU without bfloat16 kernels" in caplog.text) == warns, (native, dtype, exact)
