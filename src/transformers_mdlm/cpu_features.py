@@ -5,9 +5,9 @@ or AMX instructions (recent Xeon and EPYC server parts). Elsewhere (AVX2-only CP
 older servers) PyTorch still runs bfloat16, but through slow emulation. Measured on an AMD EPYC with AVX2 only, 2 cores
 (`docs/performance.md`): a training step of the embedded model's shape (6 layers, hidden 320, 32 rows of 128
 tokens) takes 45.5 s under bfloat16 autocast against 1.9 s in float32, and greedy decoding of an mmBERT-shaped model
-took 1,060 ms per token in emulated bfloat16 against 236 in float32. `MaskedDiffusionTrainer` warns in that case, since nothing
-in transformers does; decoding computes bfloat16 linears in float32 there (`onednn_linear`), and warns where it cannot
-(under `torch.use_deterministic_algorithms(True)` or a compiled step).
+took 1,060 ms per token in emulated bfloat16 against 236 in float32. `MaskedDiffusionTrainer` warns in that case,
+since nothing in transformers does; decoding computes bfloat16 linears in float32 there (`onednn_linear`), and warns
+where it cannot (under `torch.use_deterministic_algorithms(True)` or a compiled step).
 """
 
 from __future__ import annotations

@@ -99,6 +99,12 @@ def test_rows_longer_than_the_positions_fail_when_the_trainer_is_built(tmp_path)
         MaskedDiffusionTrainer(train_dataset=data, **build)
     with pytest.raises(ValueError, match=r"`eval_dataset` has rows of up to 140 tokens"):
         MaskedDiffusionTrainer(train_dataset=counting_dataset(rows=8), eval_dataset=data, **build)
+    with pytest.raises(ValueError, match=r"`eval_dataset\['long'\]` has rows of up to 140 tokens"):
+        MaskedDiffusionTrainer(train_dataset=counting_dataset(rows=8), eval_dataset={"ok": counting_dataset(rows=4),
+                               "long": data}, **build)  # fmt: skip
+    sets = {"a": Dataset.from_dict({"input_ids": [short] * 3}), "b": Dataset.from_dict({"input_ids": [short] * 2})}
+    evaluated = MaskedDiffusionTrainer(train_dataset=counting_dataset(rows=8), eval_dataset=sets, **build)
+    assert {name: part["sample_id"] for name, part in evaluated.eval_dataset.items()} == {"a": [0, 1, 2], "b": [0, 1]}
     fits = Dataset.from_dict({"input_ids": [short] * 7 + [long]}).select(range(7))
     MaskedDiffusionTrainer(train_dataset=fits, **build)  # the long row is not selected
     cutting = DataCollatorForMaskedDiffusion(tokenizer=build["processing_class"], max_length=128, truncate=True)

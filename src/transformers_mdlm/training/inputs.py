@@ -13,9 +13,12 @@ class TrainingDivergedError(RuntimeError):
 
 def with_sample_ids(dataset: Any) -> Any:
     """`dataset` with a `sample_id` column (each row's index) when it has none, so that the collator keys every row's
-    noise by its index and the epoch: any `datasets.Dataset` then resumes from a checkpoint bit for bit."""
+    noise by its index and the epoch: any `datasets.Dataset` then resumes from a checkpoint bit for bit. A dict of
+    evaluation sets (as `Trainer` takes) gets them set by set."""
     from datasets import Dataset
 
+    if isinstance(dataset, dict):
+        return {name: with_sample_ids(part) for name, part in dataset.items()}
     if isinstance(dataset, Dataset) and "sample_id" not in dataset.column_names:
         return dataset.add_column("sample_id", list(range(len(dataset))))
     return dataset

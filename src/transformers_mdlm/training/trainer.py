@@ -48,7 +48,12 @@ class _NoiseEpochCallback(TrainerCallback):
 
 def _check_row_lengths(model: Any, dataset: Any, split: str, collator: Any) -> None:
     """Rows longer than the model's positions fail before training, not at the batch that draws them (maybe hours in);
-    skipped where the collator cuts rows to fit, and for data that is not a `datasets.Dataset` of `input_ids`."""
+    skipped where the collator cuts rows to fit, and for data that is not a `datasets.Dataset` of `input_ids`; a dict
+    of evaluation sets (as `Trainer` takes) is checked set by set."""
+    if isinstance(dataset, dict):
+        for name, part in dataset.items():
+            _check_row_lengths(model, part, f"{split}[{name!r}]", collator)
+        return
     _, limit = model_limits(model)
     if limit is None or not isinstance(dataset, Dataset) or "input_ids" not in dataset.column_names:
         return
