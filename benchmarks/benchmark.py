@@ -22,7 +22,8 @@ makes that row compile its step with `compile_config=CompileConfig(mode="reduce-
 batch 4; `--settings` picks the decoding (Diffutron's short answers without or with the repetition penalty, or the
 authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and
 `throughput` measures chat answers per second at batch 1, 4 and 16 (both in `decoding_speed.py`); `training` measures
-tokens per second. It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables go to stdout, JSON to
+tokens per second; `evidence-bound` times the evidence bound with PyTorch's kernels and the package's default
+(`evaluation_speed.py`). It runs on a GPU when PyTorch sees one (`--device` overrides). Markdown tables go to stdout, JSON to
 `--output`.
 """
 
@@ -328,7 +329,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("benchmark", choices=["generation", "fast-decoding", "throughput", "training"])
+    parser.add_argument(
+        "benchmark", choices=["generation", "fast-decoding", "throughput", "training", "evidence-bound"]
+    )
     parser.add_argument("--model", choices=["mmbert", "embedded"], default="mmbert")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
@@ -366,9 +369,10 @@ def main() -> None:
     parser.add_argument("--output", help="append the JSON report to this file")
     args = parser.parse_args()
     from decoding_speed import bench_fast_decoding, bench_throughput
+    from evaluation_speed import bench_evidence_bound
 
     function = {"generation": bench_generation, "fast-decoding": bench_fast_decoding, "throughput": bench_throughput,
-                "training": bench_training}  # fmt: skip
+                "training": bench_training, "evidence-bound": bench_evidence_bound}  # fmt: skip
     report = function[args.benchmark](args)
     print(markdown(report))
     if args.output:

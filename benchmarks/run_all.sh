@@ -12,11 +12,12 @@ run() {  # name, then the benchmark's arguments; a failing benchmark does not st
   python "$here/benchmark.py" "$@" --output "$out/$name.jsonl" 2>&1 | tee "$out/$name.txt"
 }
 run generation-mmbert generation --model mmbert --repeats 3
-run generation-mmbert-bf16 generation --model mmbert --repeats 3 --dtype bfloat16
+run generation-mmbert-bf16 generation --model mmbert --repeats 3 --dtype bfloat16 --exact-row
 run generation-embedded generation --model embedded --repeats 3
 run fast-decoding fast-decoding
 run throughput throughput
 run training training --train-steps 30
+run evidence-bound-bf16 evidence-bound --dtype bfloat16
 if [ "${COMPILE:-0}" = 1 ]; then
   run generation-mmbert-compile generation --model mmbert --repeats 3 --compile --no-cache
   run generation-mmbert-compiled-step generation --model mmbert --repeats 3 --compile-step --no-cache

@@ -22,7 +22,9 @@ result, 2-7 times slower than its float32 kernel (mmBERT's linears at 96 rows: 1
 vs 86 ms through oneDNN). The mode then does the same arithmetic through oneDNN's float32 kernel: the input and the
 weight converted to float32 (the head once per decoding call, a temporary float32 copy, 786 MB for mmBERT's; the others
 at each call, 0.1-0.3 ms), the result rounded to bfloat16. Only the order of the sums differs from the emulation, so a
-greedy near-tie may again resolve otherwise, and `torch.use_deterministic_algorithms(True)` turns it off.
+greedy near-tie may again resolve otherwise, and `torch.use_deterministic_algorithms(True)` turns it off. The evidence
+bound, under every evaluation, takes the same route ([`emulated_bfloat16_mode`]): 4.9x faster on an mmBERT-shaped
+model, the bounds 0.02% apart.
 """
 
 from __future__ import annotations
@@ -184,11 +186,10 @@ def onednn_linear_mode(
     PyTorch's kernels.
     """
     parameter = next(model.parameters(), None)
-    compiled = getattr(getattr(model, "base_model", model), "_compiled_call_impl", None) is not None
     if parameter is None or parameter.device.type != "cpu":
         return nullcontext()
     emulated = parameter.dtype == torch.bfloat16 and not cpu_has_native_bfloat16()
-    if not _ONEDNN_LINEAR or torch.are_deterministic_algorithms_enabled() or compiled or compiled_step:
+    if not _substitutable(model) or compiled_step:
         if emulated:
             logger.warning_once(
                 "Decoding a bfloat16 model on a CPU without bfloat16 kernels (AVX512-BF16 or AMX) with PyTorch's own "
@@ -207,6 +208,31 @@ def onednn_linear_mode(
         if packed:
             return OneDNNLinearMode(float32=False, packed_weights=packed)
     return nullcontext()
+
+
+def emulated_bfloat16_mode(model: torch.nn.Module) -> AbstractContextManager:
+    """For forward passes outside decoding (the evidence bound and every evaluation built on it): a bfloat16 model on
+    a CPU without bfloat16 kernels computes its linears in float32 ([`OneDNNLinearMode`] with `bfloat16_in_float32`),
+    as decoding does; anything else runs unchanged (float32 gains nothing there: the evidence bound of an
+    mmBERT-shaped model took 8.9 s through oneDNN's route against 7.7-8.2 s without; in emulated bfloat16 it took
+    50 s, 10.5 s with the float32 route). Off under `torch.use_deterministic_algorithms(True)` and for a compiled
+    model."""
+    parameter = next(model.parameters(), None)
+    if (
+        parameter is None
+        or parameter.device.type != "cpu"
+        or parameter.dtype != torch.bfloat16
+        or cpu_has_native_bfloat16()
+        or not _substitutable(model)
+    ):
+        return nullcontext()
+    return OneDNNLinearMode(float32=False, bfloat16_in_float32=True, float32_copies=_float32_head(model))
+
+
+def _substitutable(model: torch.nn.Module) -> bool:
+    """Whether kernels may be substituted: oneDNN is there, exact results are not asked, the compiler has no say."""
+    compiled = getattr(getattr(model, "base_model", model), "_compiled_call_impl", None) is not None
+    return _ONEDNN_LINEAR and not torch.are_deterministic_algorithms_enabled() and not compiled
 
 
 def _float32_head(model: torch.nn.Module) -> tuple[PackedWeight, ...]:
@@ -244,4 +270,4 @@ def _packed_weights(model: torch.nn.Module, head_rows: int, rows: int) -> tuple[
     return tuple(packed)
 
 
-__all__ = ["OneDNNLinearMode", "PackedWeight", "onednn_linear_mode"]
+__all__ = ["OneDNNLinearMode", "PackedWeight", "emulated_bfloat16_mode", "onednn_linear_mode"]

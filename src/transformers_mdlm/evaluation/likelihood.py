@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..onednn_linear import emulated_bfloat16_mode
 from ..validation import check_int, check_token_ids
 
 
@@ -102,6 +103,19 @@ def evidence_bound(
     if len(contexts) != len(sequences):
         raise ValueError("`context_lengths` must have one entry per sequence.")
     _check_sequences(model, sequences, contexts)
+    with emulated_bfloat16_mode(model):  # a bfloat16 model on a CPU without bfloat16 kernels: linears in float32
+        return _evidence_bounds(model, sequences, contexts, mask_token_id, num_samples, seed, batch_size)
+
+
+def _evidence_bounds(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    contexts: list[int],
+    mask_token_id: int,
+    num_samples: int,
+    seed: int,
+    batch_size: int,
+) -> list[EvidenceBound]:
     device = next(model.parameters()).device
     results = []
     for tokens, context in zip(sequences, contexts, strict=True):
