@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import transformers_mdlm.onednn_linear as onednn
-from conftest import build_model, modernbert_config
+from conftest import MASK, build_model, modernbert_config
 from transformers_mdlm.cpu_features import cpu_has_native_bfloat16
 from transformers_mdlm.onednn_linear import OneDNNLinearMode, onednn_linear_mode
 
@@ -192,8 +192,11 @@ def test_without_bfloat16_kernels_nothing_is_packed_and_linears_sum_in_float32(k
     layer = nn.Linear(48, 300).to(torch.bfloat16)
     hidden = torch.randn(5, 48).bfloat16()
     with torch.inference_mode():
-        expected = F.linear(hidden.float(), layer.weight.float(), layer.bias.float()).bfloat16()
+        expected = torch.ops.mkldnn._linear_pointwise(  # oneDNN's float32 kernel, rounded to bfloat16
+            hidden.float(), layer.weight.float(), layer.bias.float(), "none", [], ""
+        ).bfloat16()
         emulated = layer(hidden)
+        kernel_calls.clear()
         with mode:
             routed = layer(hidden)
     assert kernel_calls == [torch.Size([5, 48])]  # oneDNN's float32 kernel computed it
@@ -208,22 +211,26 @@ def test_without_bfloat16_kernels_nothing_is_packed_and_linears_sum_in_float32(k
 
 @needs_onednn
 def test_bfloat16_decoding_without_bfloat16_kernels_runs_its_linears_in_float32(kernel_calls, monkeypatch):
-    """Every linear of every forward pass goes through oneDNN's float32 kernel; the answer matches decoding with
-    PyTorch's emulated kernel on this tiny model (in general a greedy near-tie may resolve otherwise)."""
+    """Every linear of every forward pass goes through oneDNN's float32 kernel, and the model's logits stay those of
+    PyTorch's kernels up to bfloat16 rounding (tokens are not compared: on a CPU that has the kernels, the
+    deterministic run uses them, and a greedy near-tie may resolve otherwise)."""
     monkeypatch.setattr(onednn, "cpu_has_native_bfloat16", lambda: False)
     model = build_model(modernbert_config()).to(torch.bfloat16)
     settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
     routed = model.generate(torch.tensor([[10, 11, 12, 13]]), **settings, return_dict_in_generate=True)
     linears = sum(isinstance(module, nn.Linear) for module in model.modules())
-    assert len(kernel_calls) == routed.nfe * linears
+    assert len(kernel_calls) == routed.nfe * linears and not (routed.sequences == MASK).any()
     kernel_calls.clear()
-    torch.use_deterministic_algorithms(True)
-    try:
-        plain = model.generate(torch.tensor([[10, 11, 12, 13]]), **settings, return_dict_in_generate=True)
-    finally:
-        torch.use_deterministic_algorithms(False)
-    assert kernel_calls == []
-    assert torch.equal(routed.sequences, plain.sequences)
+    with torch.inference_mode():
+        with onednn_linear_mode(model, steps=16):
+            logits = model(input_ids=routed.sequences).logits
+        torch.use_deterministic_algorithms(True)
+        try:
+            plain = model(input_ids=routed.sequences).logits
+        finally:
+            torch.use_deterministic_algorithms(False)
+    assert len(kernel_calls) == linears  # the first pass only
+    torch.testing.assert_close(logits.float(), plain.float(), rtol=0.05, atol=0.05)
 
 
 def test_native_bfloat16_is_false_without_onednn(monkeypatch):
@@ -262,7 +269,7 @@ def test_bfloat16_decoding_on_a_cpu_without_bfloat16_kernels_warns(monkeypatch, 
 
 @needs_onednn
 def test_the_evidence_bound_of_a_bfloat16_model_sums_in_float32_without_bfloat16_kernels(kernel_calls, monkeypatch):
-    # Every evaluation goes through `evidence_bound`: in emulated bfloat16 an mmBERT-shaped model's took 50 s, 10.5 s
+    # Every evaluation goes through `evidence_bound`: in emulated bfloat16 an mmBERT-shaped model's took 50 s, 10.2 s
     # with the float32 route (docs/performance.md). Float32 models and exact runs keep PyTorch's kernels.
     from transformers_mdlm.evaluation.likelihood import evidence_bound
 
