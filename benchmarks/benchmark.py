@@ -190,7 +190,7 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 **SAME_AS_REFERENCE,
             )  # fmt: skip
         if args.exact_row:  # PyTorch's own kernels, nothing substituted: the authors' tokens bit for bit
-            methods["this package, deterministic"] = lambda ids=ids, mask=mask: _deterministic(
+            methods["this package, deterministic"] = lambda ids=ids, mask=mask: deterministic(
                 lambda: model.generate(
                     ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
                 )
@@ -245,12 +245,14 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             "cudagraph_skips": skips, "settings": settings, "rows": rows}  # fmt: skip
 
 
-def _deterministic(call: Any) -> Any:
+def deterministic(call: Any) -> Any:
+    """`call()` under `torch.use_deterministic_algorithms(True)` (PyTorch's own kernels), then the switch as it was."""
+    before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         return call()
     finally:
-        torch.use_deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(before)
 
 
 def _share_equal(rows: list[list[int]], reference: list[list[int]]) -> float:

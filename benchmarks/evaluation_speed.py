@@ -18,16 +18,8 @@ from typing import Any
 
 import torch
 
-from benchmark import DTYPES, device_name, embedded_model, mmbert_shaped_model
+from benchmark import DTYPES, deterministic, device_name, embedded_model, mmbert_shaped_model
 from transformers_mdlm.evaluation.likelihood import evidence_bound
-
-
-def _exact(call: Any) -> Any:
-    torch.use_deterministic_algorithms(True)
-    try:
-        return call()
-    finally:
-        torch.use_deterministic_algorithms(False)
 
 
 def bench_evidence_bound(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,7 +32,9 @@ def bench_evidence_bound(args: argparse.Namespace) -> dict[str, Any]:
         model, sequences = embedded_model(args.device)[:2]
     model = model.to(DTYPES[args.dtype])
     methods = {
-        "PyTorch's kernels": lambda: _exact(lambda: evidence_bound(model, sequences, num_samples=8, batch_size=8)),
+        "PyTorch's kernels": lambda: deterministic(
+            lambda: evidence_bound(model, sequences, num_samples=8, batch_size=8)
+        ),
         "default": lambda: evidence_bound(model, sequences, num_samples=8, batch_size=8),
     }
     times, bounds = {name: [] for name in methods}, {}
