@@ -45,9 +45,10 @@ VALIDATION_PROMPTS = [
 #: Plain completions (no chat template) for tuning, apart from the model card's: only their loops are counted.
 VALIDATION_COMPLETIONS = ["Ankara'nın sokaklarında", "Cumhuriyetin ilk yıllarında", "Sabah erkenden kalkıp",
                           "Türk milleti", "Okulun bahçesinde", "Kurtuluş Savaşı sırasında"]  # fmt: skip
-#: Every setting names `suppress_tokens` and `no_repeat_ngram_size`, so that none inherits the model's saved config.
+#: Every setting names `suppress_tokens`, `no_repeat_ngram_size` and `cfg_scale`, so that none inherits the model's
+#: saved config.
 BASE = {"max_new_tokens": 64, "steps": 64, "block_length": 32, "temperature": 0.0, "repetition_penalty": 1.2,
-        "remasking": "low_confidence", "suppress_tokens": None, "no_repeat_ngram_size": 0}  # fmt: skip
+        "remasking": "low_confidence", "suppress_tokens": None, "no_repeat_ngram_size": 0, "cfg_scale": 0.0}  # fmt: skip
 #: One factor at a time around `BASE`, then a few combinations. `"suppress EOS"` stands for `suppress_tokens=[EOS id]`:
 #: the model learnt to fill the rest of its canvas with EOS, and EOS, certain at the end, is committed first and can eat
 #: the whole answer under low-confidence remasking; suppressed, answers end at the `[/Answer]` stop string instead.
@@ -81,6 +82,11 @@ CANDIDATES = {
         "suppress_tokens": "eos", "repetition_penalty": 1.5, "no_repeat_ngram_size": 2},
     "suppress EOS, penalty 1.5, no repeated 3-grams": {
         "suppress_tokens": "eos", "repetition_penalty": 1.5, "no_repeat_ngram_size": 3},
+    # Classifier-free guidance (an unconditional pass with the prompt masked): pushes the answer towards its question.
+    "suppress EOS, penalty 1.5, no repeated 3-grams, guidance 0.5": {
+        "suppress_tokens": "eos", "repetition_penalty": 1.5, "no_repeat_ngram_size": 3, "cfg_scale": 0.5},
+    "suppress EOS, penalty 1.5, no repeated 3-grams, guidance 1": {
+        "suppress_tokens": "eos", "repetition_penalty": 1.5, "no_repeat_ngram_size": 3, "cfg_scale": 1.0},
 }  # fmt: skip
 
 

@@ -31,3 +31,27 @@ def test_a_resumed_run_keeps_the_precision_its_stages_trained_in(tmp_path):
     assert result.returncode == 1
     assert "--precision fp32: the stages in" in result.stderr and "trained in bf16" in result.stderr
     assert json.loads((work / "recipe_log.json").read_text()) == {"precision": "bf16"}
+
+
+def test_the_recipes_tokenizer_puts_no_word_start_after_the_chat_markers(tmp_path, monkeypatch):
+    """`prepend_scheme="first"`: a "▁" before the text's first word only. With "always" every chat marker was followed
+    by a lone "▁", 7 tokens between a question and its answer instead of 5 (docs/evaluation.md: that gap decides how
+    much of the question the embedded model reads)."""
+    import importlib.util
+
+    from transformers import PreTrainedTokenizerFast
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports `embedded_model_data` beside it
+    spec = importlib.util.spec_from_file_location("train_embedded_model", SCRIPT)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
+    recipe.train_tokenizer(corpus, tmp_path / "tokenizer", vocab_size=120)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tokenizer")
+    tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
+    prompt = tokenizer.convert_ids_to_tokens(tokenizer("[Question]\nBu\n[/Question]\n\n[Answer]\n")["input_ids"])
+    assert prompt[-5:] == ["[/Question]", "\n", "\n", "[Answer]", "\n"] and "▁" not in prompt
+    text = tokenizer("Bu akşam")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(text)[0].startswith("▁")  # plain text starts a word, as in pretraining
+    assert tokenizer.decode(text) == "Bu akşam"
