@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_sampler import reference_generate
 from transformers_mdlm import AutoModelForMaskedDiffusion
-from transformers_mdlm.cpu_features import cpu_has_native_bfloat16
+from transformers_mdlm.cpu_features import cpu_description
 
 #: Diffutron's short-answer settings (the paper's "short context" decoding).
 SHORT_SETTINGS = {"max_new_tokens": 64, "steps": 64, "block_length": 32}
@@ -74,9 +73,7 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
     # The kernels PyTorch picks: bfloat16 figures differ by far between CPUs with and without bfloat16 kernels.
-    kernels = torch.backends.cpu.get_cpu_capability()
-    bfloat16 = "bfloat16 kernels" if cpu_has_native_bfloat16() else "no bfloat16 kernels"
-    return f"{platform.processor() or platform.machine()} ({kernels}, {bfloat16}), {torch.get_num_threads()} threads"
+    return f"{cpu_description()}, {torch.get_num_threads()} threads"
 
 
 def reset_peak(device: str) -> None:

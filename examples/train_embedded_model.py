@@ -10,7 +10,9 @@ recipe takes about 3 hours, estimated from step times measured on a 2-core AVX2 
 Stages (the Diffutron recipe at a scale this machine can run):
 
 1. tokenizer: a byte-pair tokenizer (8,000 pieces, SentencePiece-style "▁" word starts, like mmBERT's Gemma
-   tokenizer) trained with `tokenizers` on the corpus;
+   tokenizer) trained with `tokenizers` on the corpus; a "▁" goes before the text's first word only
+   (`prepend_scheme="first"`), not again after every chat marker (model v8 had them: 7 tokens between a question and
+   its answer instead of 5);
 2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
    a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
    4,000 steps of 32 blocks of 128 tokens (5,050 s; bound 0.801x of the unigram model after it);
@@ -63,7 +65,7 @@ from transformers import ModernBertConfig, PreTrainedTokenizerFast
 
 from embedded_model_data import build_stage_data
 from transformers_mdlm import AutoModelForMaskedDiffusion, MaskedDiffusionTrainingArguments
-from transformers_mdlm.cpu_features import cpu_has_native_bfloat16
+from transformers_mdlm.cpu_features import cpu_description, cpu_has_native_bfloat16
 from transformers_mdlm.evaluation import corpus_evidence_bound, unigram_bound
 from transformers_mdlm.training.recipe import RecipeArguments, run_instruction_tuning, run_pretraining
 
@@ -294,6 +296,7 @@ def main() -> None:
                              "resume with that precision or start a new --work-dir.")  # fmt: skip
         print(f"[precision] {log['precision']}, as the stages in {work} trained (auto would pick {precision} here)")
     log.setdefault("precision", precision)
+    log.setdefault("machine", cpu_description())  # the CPU the wall times come from (a resumed run keeps the first)
 
     tokenizer_dir = work / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():

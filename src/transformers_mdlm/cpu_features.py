@@ -13,8 +13,14 @@ where it cannot (under `torch.use_deterministic_algorithms(True)` or a compiled 
 from __future__ import annotations
 
 import functools
+import os
+import platform
+from pathlib import Path
 
 import torch
+
+#: The /proc/cpuinfo flags of the bfloat16 instructions oneDNN uses, with the names Intel and AMD give them.
+_BFLOAT16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 
 
 @functools.cache
@@ -36,4 +42,39 @@ def cpu_has_native_bfloat16() -> bool:
         return False
 
 
-__all__ = ["cpu_has_native_bfloat16"]
+@functools.cache
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU in words for a measured figure: its name, the kernel level PyTorch runs, its bfloat16 instructions, cores.
+
+    Figures of this package differ by far between CPUs (bfloat16 training is 24x slower without bfloat16 kernels), so
+    benchmarks and the embedded model's recipe log record which CPU gave them. The name and the instructions come
+    from `cpuinfo` where there is one (Linux), else from `platform.processor()`; cores are those this process may run
+    on.
+
+    Example:
+
+    ```python
+    >>> from transformers_mdlm.cpu_features import cpu_description
+    >>> cpu_description()  # doctest: +SKIP
+    'Intel(R) Xeon(R) Processor (AVX512; AMX-BF16, AVX512-BF16), 2 cores'
+
+    ```
+    """
+    name, flags = platform.processor() or platform.machine(), set()
+    if Path(cpuinfo).is_file():
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                name = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+            if flags and name:
+                break
+    bfloat16 = [label for flag, label in _BFLOAT16_FLAGS.items() if flag in flags]
+    if not bfloat16:
+        bfloat16 = ["bfloat16 kernels" if cpu_has_native_bfloat16() else "no bfloat16 kernels"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}; {', '.join(bfloat16)}), {cores} cores"
+
+
+__all__ = ["cpu_description", "cpu_has_native_bfloat16"]
