@@ -73,6 +73,14 @@ DATA_SOURCES = [
 ]  # fmt: skip
 
 
+def held_out_rows(validation: list[str]) -> list[dict]:
+    """Fill-in-the-blank and continuation rows built from validation.txt (`PROMPT_USE_ROWS` of each), as the recipe
+    builds its training rows from train.txt: answers that depend on their prompt, for `prompt_use`."""
+    sentences = plain_sentences(validation)
+    rng = random.Random(0)
+    return blank_rows(sentences, PROMPT_USE_ROWS, rng) + continuation_rows(sentences, PROMPT_USE_ROWS, rng)
+
+
 def measure(pipe, data: Path, num_samples: int) -> dict:
     model, tokenizer = pipe.model, pipe.tokenizer
     validation = (data / "corpus" / "validation.txt").read_text(encoding="utf-8").splitlines()
@@ -83,10 +91,7 @@ def measure(pipe, data: Path, num_samples: int) -> dict:
                                   num_samples=num_samples)  # fmt: skip
     exams = score_multiple_choice(model, tokenizer, MULTIPLE_CHOICE_TASKS["exams_tr"].load(data / "eval"),
                                   num_samples=num_samples)  # fmt: skip
-    sentences = plain_sentences(validation)
-    rng = random.Random(0)
-    held_out = blank_rows(sentences, PROMPT_USE_ROWS, rng) + continuation_rows(sentences, PROMPT_USE_ROWS, rng)
-    use = prompt_use(model, tokenizer, held_out, num_samples=8)
+    use = prompt_use(model, tokenizer, held_out_rows(validation), num_samples=8)
     vocabulary = corpus_vocabulary(train)
     chats = [[{"role": "user", "content": prompt}] for prompt in CARD_PROMPTS]
     answers = [out[0]["generated_text"].strip() for out in pipe(chats, return_full_text=False, batch_size=12)]

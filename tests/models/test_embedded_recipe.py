@@ -55,3 +55,28 @@ def test_the_recipes_tokenizer_puts_no_word_start_after_the_chat_markers(tmp_pat
     text = tokenizer("Bu akşam")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(text)[0].startswith("▁")  # plain text starts a word, as in pretraining
     assert tokenizer.decode(text) == "Bu akşam"
+
+
+def test_the_card_takes_its_machine_and_wall_times_from_the_recipes_log(monkeypatch):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_embedded_model", SCRIPT.parent / "evaluate_embedded_model.py"
+    )
+    card = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(card)
+    bound = {"bits_per_character": 2.2, "ratio_to_unigram": 0.74, "num_samples": 8, "seconds": 60.0}
+    log = {"precision": "bf16", "machine": "Intel Xeon (AVX512; AMX-BF16), 2 cores", "tokenizer": {"wall_seconds": 3},
+           "pretrain": {"wall_seconds": 3000, "train_loss": 5.0}, "bound_after_pretrain": bound,
+           "sft2": {"wall_seconds": 537}, "sft_lora": {"r": 32, "alpha": 64}}  # fmt: skip
+    table = card.training_table(log)
+    assert table["total wall time"] == (
+        "60 min on Intel Xeon (AVX512; AMX-BF16), 2 cores, bf16 autocast (with the bound measurements)"
+    )
+    assert table["wall time per stage (s)"] == "tokenizer 3, pretrain 3000, sft2 537"
+    assert table["bound after pretrain (bits/char, 8 samples)"] == "2.200 (0.740x unigram)"
+    assert "trains in 60 minutes (Intel Xeon (AVX512; AMX-BF16), 2 cores, bf16 autocast;" in card.describe(log)
+    del log["machine"]  # logs of model v8 and earlier: trained on the project's AMD EPYC
+    assert "on AMD EPYC with AVX512-BF16, 2 cores, bf16 autocast" in card.training_table(log)["total wall time"]
+    assert "float32" in card.training_machine({"precision": "fp32", "machine": "AMD EPYC (AVX2; ...)"})
