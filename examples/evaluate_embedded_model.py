@@ -234,19 +234,23 @@ def sweep_table(work: Path) -> str | None:
     lines = [
         f"How these defaults were chosen (`examples/tune_embedded_decoding.py`, {len(sweep['prompts'])} validation "
         "chat prompts and 6 plain completions written for tuning; the answer's bound is scored by the model itself, "
-        "lower = likelier; failed outputs: chat answers missing the criteria or looping plus looping completions, "
-        "of 14; the winner has the fewest, then the most answers meeting the criteria, then the lowest bound):",
+        "lower = likelier; prompt use: nats per answer token that the answer's own prompt saves against another "
+        "prompt's, 0 = unrelated to its question; failed outputs: chat answers missing the criteria or looping plus "
+        "looping completions, of 14; the winner has the fewest, then the most answers meeting the criteria, then the "
+        "most prompt use, then the lowest bound):",
         "",
         "| setting | failed outputs | meets chat criteria | chat loops | completion loops | distinct-2 | answer bound "
-        "(nats/token) |",
-        "|---|---|---|---|---|---|---|",
+        "(nats/token) | prompt use (nats/token) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in sweep["rows"]:
         name = f"**{row['setting']}** (chosen)" if row["setting"] == sweep["chosen"] else row["setting"]
         completion_loops = f"{row['completion_loops']:.0%}" if "completion_loops" in row else "not measured"
         failed = row.get("failed_outputs", "not measured")
+        use = row.get("answer_prompt_use_nats_per_token")  # sweeps before model v9 did not measure it
+        use = "not measured" if use is None else f"{use:.2f}"
         lines.append(f"| {name} | {failed} | {row['meets_criteria']:.0%} | {row['loops']:.0%} | {completion_loops} | "
-                     f"{row['distinct_2']:.2f} | {row['answer_bound_nats_per_token']:.2f} |")  # fmt: skip
+                     f"{row['distinct_2']:.2f} | {row['answer_bound_nats_per_token']:.2f} | {use} |")  # fmt: skip
     return "\n".join(lines)
 
 

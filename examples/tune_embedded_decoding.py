@@ -8,9 +8,11 @@ Each setting answers the 8 chat prompts of `VALIDATION_PROMPTS` (written for tun
 other prompts) and is measured by: the share of answers meeting the chat criteria (`text_quality.check_answer` with
 the corpus vocabulary), the share with a loop, distinct-2 over all answers, and the evidence bound of the answers
 under the model itself (nats per token: lower means the model finds its answer likelier; a loop also scores well, so
-read it with the other columns); 6 plain completions (`VALIDATION_COMPLETIONS`, not the card's) add their share with a
-loop. The winner: fewest failed outputs (a chat answer that misses the criteria or loops, a completion that loops: 14
-outputs, each counting once), then most answers meeting the criteria, then the lowest bound. (Until model v6 the rule
+read it with the other columns), and whether the answers belong to their questions (`prompt_use` of the answers:
+nats per token that an answer's own prompt saves against the next prompt's); 6 plain completions
+(`VALIDATION_COMPLETIONS`, not the card's) add their share with a loop. The winner: fewest failed outputs (a chat
+answer that misses the criteria or loops, a completion that loops: 14 outputs, each counting once), then most answers
+meeting the criteria, then the most prompt use (to 0.01 nats), then the lowest bound. (Until model v6 the rule
 ranked the criteria first; on v6 it then chose a setting whose completions looped 3 times in 6, against the issue's
 "completions without loops", over one with 1 fewer answer meeting the criteria and no loop at all.) The winner is
 saved into the model folder's `generation_config.json`; the table goes to `decoding_sweep.json` in the work folder,
@@ -27,7 +29,7 @@ import torch
 from transformers import pipeline
 
 import transformers_mdlm  # noqa: F401  (registers the pipeline)
-from transformers_mdlm.evaluation import evidence_bound
+from transformers_mdlm.evaluation import evidence_bound, prompt_use
 from transformers_mdlm.evaluation.text_quality import check_answer, corpus_vocabulary, distinct_n, has_loop
 from transformers_mdlm.presets import DEFAULT_MODEL_DIR
 
@@ -106,6 +108,10 @@ def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
         sequences.append(prompt_ids + answer_ids)
         contexts.append(len(prompt_ids))
     bounds = evidence_bound(model, sequences, context_lengths=contexts, num_samples=16, seed=0)
+    # Do the answers belong to their questions? Each scored after its own prompt against after the next one's.
+    replies = [{"messages": [*chat, {"role": "assistant", "content": answer}]}
+               for chat, answer in zip(chats, answers, strict=True)]  # fmt: skip
+    use = prompt_use(model, tokenizer, replies, num_samples=16)
     outputs = pipe(VALIDATION_COMPLETIONS, return_full_text=False, batch_size=len(VALIDATION_COMPLETIONS), **settings)
     completions = [output[0]["generated_text"] for output in outputs]
     return {
@@ -118,6 +124,7 @@ def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
         "completion_loops": sum(has_loop(text) for text in completions) / len(completions),
         "distinct_2": distinct_n(answers, 2),
         "answer_bound_nats_per_token": sum(b.nats for b in bounds) / max(sum(b.num_tokens for b in bounds), 1),
+        "answer_prompt_use_nats_per_token": use.gain,
         "mean_words": sum(check.num_words for check in checks) / len(checks),
         "answers": answers,
         "problems": [check.problems() for check in checks],
@@ -143,6 +150,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("answers", "problems")}, ensure_ascii=False))
     best = min(rows, key=lambda r: (r["failed_outputs"], -r["meets_criteria"],
+                                    -round(r["answer_prompt_use_nats_per_token"], 2),
                                     r["answer_bound_nats_per_token"]))  # fmt: skip
     print(f"chosen: {best['setting']} {json.dumps(best['settings'])}")
     for answer in best["answers"]:
