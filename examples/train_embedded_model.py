@@ -10,9 +10,11 @@ recipe takes about 3 hours, estimated from step times measured on a 2-core AVX2 
 Stages (the Diffutron recipe at a scale this machine can run):
 
 1. tokenizer: a byte-pair tokenizer (8,000 pieces, SentencePiece-style "▁" word starts, like mmBERT's Gemma
-   tokenizer) trained with `tokenizers` on the corpus; a "▁" goes before the text's first word only
-   (`prepend_scheme="first"`), not again after every chat marker (model v8 had them: 7 tokens between a question and
-   its answer instead of 5);
+   tokenizer) trained with `tokenizers` on the corpus; `--prepend-scheme first` puts a "▁" before the text's first
+   word only, not again after every chat marker (the default, "always", as model v8: 7 tokens between a question and
+   its answer instead of 5). Measured with "first" (run "v9", 2-core Intel Xeon with AMX-BF16, 120 min): prompt use
+   0.112 nats per reply token against v8's -0.029, but bound 0.751x against 0.741x, 5 of the card's 12 chat answers
+   meeting the criteria against 11, EXAMS 19.3% against 20.9%; not shipped (docs/evaluation.md);
 2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
    a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
    4,000 steps of 32 blocks of 128 tokens (5,050 s; bound 0.801x of the unigram model after it);
@@ -88,14 +90,14 @@ GENERATION_DEFAULTS = {
 }
 
 
-def train_tokenizer(corpus: Path, out: Path, vocab_size: int) -> None:
+def train_tokenizer(corpus: Path, out: Path, vocab_size: int, prepend_scheme: str = "always") -> None:
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.normalizer = normalizers.NFC()
     # "first": a "▁" before the text's first word only, not again after every added token. Corpus lines hold no
     # added tokens, so the vocabulary and the pretraining rows are those of "always"; chat prompts lose the lone "▁"
     # after each chat marker, which brings the answer 2 tokens nearer its question (docs/evaluation.md).
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
-    backend.decoder = decoders.Metaspace(prepend_scheme="first")
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=prepend_scheme)
+    backend.decoder = decoders.Metaspace(prepend_scheme=prepend_scheme)
     backend.train([str(corpus)], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
@@ -216,6 +218,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", default="outputs/embedded")
     parser.add_argument("--install-to", default=str(PACKAGE_MODEL_DIR))
     parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument(
+        "--prepend-scheme",
+        choices=["always", "first"],
+        default="always",
+        help="the tokenizer's word start: before every section between added tokens (always, model v8) or before the "
+        "text's first word only (first: no lone '▁' after the chat markers)",
+    )
     parser.add_argument("--hidden-size", type=int, default=320)
     parser.add_argument("--intermediate-size", type=int, default=640)
     parser.add_argument("--layers", type=int, default=6)
@@ -301,8 +310,8 @@ def main() -> None:
     tokenizer_dir = work / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():
         t0 = time.perf_counter()
-        train_tokenizer(data / "corpus" / "train.txt", tokenizer_dir, args.vocab_size)
-        log["tokenizer"] = {"wall_seconds": round(time.perf_counter() - t0, 1)}
+        train_tokenizer(data / "corpus" / "train.txt", tokenizer_dir, args.vocab_size, args.prepend_scheme)
+        log["tokenizer"] = {"wall_seconds": round(time.perf_counter() - t0, 1), "prepend_scheme": args.prepend_scheme}
         save_log(work, log)
     init_dir = work / "init"
     if not (init_dir / "config.json").exists():

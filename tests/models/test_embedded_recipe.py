@@ -33,8 +33,8 @@ def test_a_resumed_run_keeps_the_precision_its_stages_trained_in(tmp_path):
     assert json.loads((work / "recipe_log.json").read_text()) == {"precision": "bf16"}
 
 
-def test_the_recipes_tokenizer_puts_no_word_start_after_the_chat_markers(tmp_path, monkeypatch):
-    """`prepend_scheme="first"`: a "▁" before the text's first word only. With "always" every chat marker was followed
+def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_path, monkeypatch):
+    """`--prepend-scheme first`: a "▁" before the text's first word only. With "always" every chat marker was followed
     by a lone "▁", 7 tokens between a question and its answer instead of 5 (docs/evaluation.md: that gap decides how
     much of the question the embedded model reads)."""
     import importlib.util
@@ -47,14 +47,18 @@ def test_the_recipes_tokenizer_puts_no_word_start_after_the_chat_markers(tmp_pat
     spec.loader.exec_module(recipe)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
-    recipe.train_tokenizer(corpus, tmp_path / "tokenizer", vocab_size=120)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tokenizer")
-    tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
-    prompt = tokenizer.convert_ids_to_tokens(tokenizer("[Question]\nBu\n[/Question]\n\n[Answer]\n")["input_ids"])
-    assert prompt[-5:] == ["[/Question]", "\n", "\n", "[Answer]", "\n"] and "▁" not in prompt
-    text = tokenizer("Bu akşam")["input_ids"]
-    assert tokenizer.convert_ids_to_tokens(text)[0].startswith("▁")  # plain text starts a word, as in pretraining
-    assert tokenizer.decode(text) == "Bu akşam"
+    prompts = {}
+    for scheme in ("first", "always"):
+        recipe.train_tokenizer(corpus, tmp_path / scheme, vocab_size=120, prepend_scheme=scheme)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / scheme)
+        tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
+        chat = tokenizer("[Question]\nBu\n[/Question]\n\n[Answer]\n")["input_ids"]
+        prompts[scheme] = tokenizer.convert_ids_to_tokens(chat)
+        text = tokenizer("Bu akşam")["input_ids"]
+        assert tokenizer.convert_ids_to_tokens(text)[0].startswith("▁")  # plain text starts a word, as in pretraining
+        assert tokenizer.decode(text) == "Bu akşam"
+    assert prompts["first"][-5:] == ["[/Question]", "\n", "\n", "[Answer]", "\n"] and "▁" not in prompts["first"]
+    assert prompts["always"][-7:] == ["[/Question]", "▁", "\n", "\n", "[Answer]", "▁", "\n"]  # model v8's
 
 
 def test_the_card_takes_its_machine_and_wall_times_from_the_recipes_log(monkeypatch):
