@@ -37,3 +37,7 @@ def test_without_bfloat16_flags_the_description_says_what_onednn_found(tmp_path,
         assert "; bfloat16 kernels), " in cpu_features.cpu_description(str(tmp_path / "no-such-file"))
     finally:
         cpu_features.cpu_description.cache_clear()
+
+
+def test_the_flags_may_come_before_the_name(tmp_path):
+    assert _description(tmp_path, "flags\t\t: amx_bf16\nmodel name\t: Intel Xeon\n").startswith("Intel Xeon (")

@@ -60,16 +60,17 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
 
     ```
     """
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags = None, set()
     if Path(cpuinfo).is_file():
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():  # the first processor's entries
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
+            if key.strip() == "model name" and value.strip() and name is None:
                 name = value.strip()
-            elif key.strip() in ("flags", "Features"):
+            elif key.strip() in ("flags", "Features") and not flags:
                 flags = set(value.split())
             if flags and name:
                 break
+    name = name or platform.processor() or platform.machine()
     bfloat16 = [label for flag, label in _BFLOAT16_FLAGS.items() if flag in flags]
     if not bfloat16:
         bfloat16 = ["bfloat16 kernels" if cpu_has_native_bfloat16() else "no bfloat16 kernels"]
