@@ -161,7 +161,7 @@ def describe(log: dict) -> str:
     return (
         "The small Turkish masked diffusion model shipped inside transformers-mdlm: what "
         '`pipeline("masked-diffusion")` and `mdlm generate` use with no model given, offline. It repeats the shape of '
-        f"Diffutron's recipe ({stages}) at a scale a 2-core CPU trains in {total_minutes(log):.0f} minutes "
+        f"Diffutron's recipe ({stages}) at a scale a CPU trains in {total_minutes(log):.0f} minutes "
         f"({training_machine(log)}; about 3 hours in float32 on an AVX2-only CPU, estimated from measured step times)."
     )
 
