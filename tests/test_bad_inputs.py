@@ -307,12 +307,13 @@ def test_a_truncated_weights_file_is_named(model_dir, tmp_path):
         AutoModelForMaskedDiffusion.from_pretrained(broken)
 
 
-def test_infill_warns_that_max_new_tokens_does_not_apply(caplog):
+@pytest.mark.parametrize("name", ["max_new_tokens", "min_new_tokens"])
+def test_infill_warns_that_new_token_counts_do_not_apply(caplog, name):
     from transformers.utils import logging
 
     logging.enable_propagation()
-    MODEL.infill(torch.tensor([[10, MASK, 12]]), steps=1, max_new_tokens=8)
-    assert "`max_new_tokens` does not apply" in caplog.text
+    MODEL.infill(torch.tensor([[10, MASK, 12]]), steps=1, **{name: 8})
+    assert f"`{name}` does not apply" in caplog.text
 
 
 def test_a_model_card_takes_a_dataset_name():

@@ -19,6 +19,7 @@ from .generation.configuration import ALPHA_SCHEDULES, KV_CACHES, REMASKING_STRA
 
 _GENERATION_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("max_new_tokens", int, "tokens to generate"),
+    ("min_new_tokens", int, "no EOS in the first this many new positions"),
     ("steps", int, "denoising steps over all blocks"),
     ("block_length", int, "semi-autoregressive block length"),
     ("temperature", float, "0 = greedy"),

@@ -196,6 +196,49 @@ def test_stop_on_eos_in_a_batch_stops_only_finished_rows(fresh_modernbert):
             assert new == full
 
 
+@pytest.mark.parametrize("block_length", [4, 16])
+def test_min_new_tokens_bans_eos_only_in_the_first_new_positions_of_each_row(fresh_modernbert, block_length):
+    model = fresh_modernbert
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 100.0  # the model proposes EOS wherever it may
+    ids, mask = left_pad([[10, 11], [12, 13, 14, 15, 16]])  # rows whose new tokens start at different columns
+    settings = dict(max_new_tokens=16, steps=16, block_length=block_length)
+    unbanned = model.generate(ids, attention_mask=mask, **settings)
+    assert unbanned[:, 5].tolist() == [EOS, EOS]  # answers end at once (padding after the EOS, as transformers)
+    out = model.generate(ids, attention_mask=mask, min_new_tokens=5, **settings)
+    for row in range(2):
+        new = out[row, 5:].tolist()
+        assert not {EOS, PAD} & set(new[:5])
+        assert new[5:] == [EOS] + [PAD] * 10  # the first position allowed takes it
+    stopped = model.generate(ids, attention_mask=mask, min_new_tokens=5, stop_on_eos=True, **settings)
+    assert torch.equal(stopped, out)
+
+
+def test_min_new_tokens_as_long_as_the_canvas_equals_suppressing_eos(tiny_modernbert):
+    ids = torch.tensor([[10, EOS, 11, 12]])
+    settings = dict(max_new_tokens=12, steps=12, block_length=4, repetition_penalty=1.2)
+    suppressed = tiny_modernbert.generate(ids, suppress_tokens=[EOS], **settings)
+    assert torch.equal(tiny_modernbert.generate(ids, min_new_tokens=12, **settings), suppressed)
+    assert torch.equal(
+        tiny_modernbert.generate(ids, min_new_tokens=0, **settings), tiny_modernbert.generate(ids, **settings)
+    )
+
+
+def test_min_new_tokens_leaves_prompt_masks_free_to_take_eos(fresh_modernbert):
+    model = fresh_modernbert
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 100.0
+    out = model.generate(torch.tensor([[10, MASK, 11]]), max_new_tokens=4, steps=4, min_new_tokens=4)
+    assert out[0, 1] == EOS and EOS not in out[0, 3:].tolist()
+
+
+def test_min_new_tokens_without_an_eos_id_fails_before_any_forward_pass(counted_model):
+    counted_model.config.eos_token_id = counted_model.generation_config.eos_token_id = None
+    with pytest.raises(ValueError, match=r"`min_new_tokens=3`.*no `eos_token_id`"):
+        counted_model.generate(torch.tensor([[10, 11]]), min_new_tokens=3)
+    assert counted_model.forward_calls == []
+
+
 def test_confidence_threshold_decodes_in_fewer_passes(tiny_modernbert):
     ids = torch.tensor([[10, 11, 12]])
     settings = dict(max_new_tokens=16, steps=16, block_length=8, return_dict_in_generate=True)
@@ -285,6 +328,8 @@ def counted_model(fresh_modernbert):
         ({"cfg_scale": -0.5}, "`cfg_scale`.*>= 0"),
         ({"no_repeat_ngram_size": -1}, "`no_repeat_ngram_size`.*>= 0"),
         ({"no_repeat_ngram_size": 2.5}, "`no_repeat_ngram_size`"),
+        ({"min_new_tokens": -1}, "`min_new_tokens`.*>= 0"),
+        ({"min_new_tokens": 1.5}, "`min_new_tokens`"),
         ({"confidence_threshold": 0.0}, r"`confidence_threshold`.*\(0, 1\]"),
         ({"confidence_threshold": 2.0}, r"`confidence_threshold`.*\(0, 1\]"),
         ({"max_new_tokens": 200}, "128 positions"),

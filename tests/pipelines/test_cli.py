@@ -6,8 +6,11 @@ import io
 import json
 
 import pytest
+import torch
 from PIL import Image
+from transformers import pipeline
 
+from conftest import EOS, build_model, make_tiny_tokenizer, modernbert_config
 from transformers_mdlm.cli import build_parser, main, run_chat
 
 SHORT = ["--max-new-tokens", "6", "--steps", "3", "--block-length", "6"]
@@ -134,3 +137,19 @@ def test_a_piped_prompt_ends_at_its_newline(tiny_model_dir, pipe, capsys, monkey
     record = json.loads(capsys.readouterr().out)
     assert record["generated_text"] == pipe("w1 w2", return_full_text=False, **SETTINGS)[0]["generated_text"]
     assert record["generated_text"].strip()
+
+
+def test_generate_passes_min_new_tokens_on(tmp_path, capsys):
+    model = build_model(modernbert_config())
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 100.0  # every answer would end at once
+    model.save_pretrained(tmp_path)
+    make_tiny_tokenizer().save_pretrained(tmp_path)
+    pipe = pipeline("masked-diffusion", model=str(tmp_path))
+    settings = dict(max_new_tokens=12, steps=12)
+    assert pipe("w1", return_full_text=False, **settings)[0]["generated_text"] == ""
+    longer = pipe("w1", return_full_text=False, min_new_tokens=5, **settings)[0]["generated_text"]
+    assert len(longer.split()) == 5  # five tokens of the tiny word-level vocabulary, then EOS
+    args = ["generate", "--model", str(tmp_path), "--max-new-tokens", "12", "--steps", "12", "--min-new-tokens", "5"]
+    assert main([*args, "w1"]) == 0
+    assert capsys.readouterr().out == longer + "\n"

@@ -46,6 +46,11 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             Number of tokens to generate after the prompt (the size of the masked canvas).
         max_length (`int`, *optional*):
             Total length (prompt + new tokens); used only when `max_new_tokens` is `None`.
+        min_new_tokens (`int`, *optional*):
+            transformers' setting: EOS (`eos_token_id`) may not be proposed in the first `min_new_tokens` positions
+            after the prompt, so an answer ends no earlier. The positions after them may take EOS; with
+            `suppress_tokens=[eos_token_id]` none may. Decoding is not left to right, so the ban is by position, not by
+            how many tokens were committed so far. Needs `eos_token_id`; not used by `infill`. `None` or `0` is off.
         steps (`int`, *optional*, defaults to 128):
             Total number of denoising steps over all blocks. Each block gets `ceil(steps / num_blocks)`; steps that would
             commit no token are skipped, so a block never takes more forward passes than it has masks.
@@ -149,6 +154,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         *,
         max_new_tokens: int | None = 128,
         max_length: int | None = None,
+        min_new_tokens: int | None = None,
         steps: int = 128,
         block_length: int | None = None,
         temperature: float = 0.0,
@@ -181,6 +187,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         # its attributes (beams, caches, assistants) have no meaning here.
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
+        self.min_new_tokens = min_new_tokens
         self.steps = steps
         self.block_length = block_length
         self.temperature = temperature
@@ -229,6 +236,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         """Raise a `ValueError` (or `TypeError`) naming the first parameter whose value is out of its allowed range."""
         check_int("max_new_tokens", self.max_new_tokens, minimum=0, optional=True)
         check_int("max_length", self.max_length, minimum=1, optional=True)
+        check_int("min_new_tokens", self.min_new_tokens, minimum=0, optional=True)
         check_int("steps", self.steps, minimum=1)
         check_int("block_length", self.block_length, minimum=1, optional=True)
         check_number("temperature", self.temperature, "a finite number >= 0", lambda v: v >= 0)

@@ -306,7 +306,8 @@ class _Denoiser:
         slots: torch.LongTensor,
         valid: torch.BoolTensor,
     ) -> torch.Tensor:
-        """Repetition penalty (in place, on the columns of the row's tokens only), n-gram bans and suppressed tokens."""
+        """Repetition penalty (in place, on the columns of the row's tokens only), n-gram bans, suppressed tokens and
+        `min_new_tokens`' early EOS."""
         config = self.config
         vocab_size = logits.shape[-1]
         if config.repetition_penalty != 1.0:
@@ -320,6 +321,12 @@ class _Denoiser:
             logits = ban_repeated_ngrams(logits, tokens, known, slots, config.no_repeat_ngram_size)
         if config.suppress_tokens:
             logits[..., list(config.suppress_tokens)] = float("-inf")
+        if config.min_new_tokens and self.canvas.new_tokens:
+            # transformers' `min_new_tokens`, by position: no EOS among the first new positions (prompt masks are not
+            # new tokens and keep theirs).
+            offset = slots - self.canvas.region_start[rows, None]
+            early = (offset >= 0) & (offset < config.min_new_tokens)
+            logits[..., config.eos_token_id].masked_fill_(early, float("-inf"))
         self._check_some_token_allowed(logits, tokens.shape[1], valid)
         return logits
 
@@ -327,6 +334,7 @@ class _Denoiser:
         """Refuse to propose from all-`-inf` logits. An n-gram ban of size n removes at most n * (length + n) tokens at
         a position, so the check (a pass over the logits) runs only when the bans could cover the vocabulary."""
         size, suppressed = self.config.no_repeat_ngram_size, len(set(self.config.suppress_tokens or ()))
+        suppressed += 1 if self.config.min_new_tokens else 0
         vocab_size = logits.shape[-1]
         if size * (length + size) + suppressed < vocab_size:
             return

@@ -121,6 +121,11 @@ class MaskedDiffusionGenerationMixin:
         ```
         """
         config = self._prepare_generation_config(generation_config, tokenizer, kwargs)
+        if config.min_new_tokens and config.eos_token_id is None:
+            raise ValueError(
+                f"`min_new_tokens={config.min_new_tokens}` bans EOS early, but there is no `eos_token_id`: pass "
+                "`eos_token_id=` (or `tokenizer=` with an EOS token), or leave `min_new_tokens` unset."
+            )
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, streamer)
         stop_strings = StopStringMatcher(tokenizer, config.stop_strings) if config.stop_strings else None
@@ -157,7 +162,7 @@ class MaskedDiffusionGenerationMixin:
 
         The same loop as [`generate`], but no tokens are added: blocks of `block_length` (one block when unset) tile
         each row from its first token, and each block's masks get `ceil(steps / num_blocks)` steps. As in the
-        reference implementation, EOS tokens inside the input are not attended to. `max_new_tokens` does not apply.
+        reference implementation, EOS tokens inside the input are not attended to. `max_new_tokens` and `min_new_tokens` do not apply.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
@@ -197,8 +202,9 @@ class MaskedDiffusionGenerationMixin:
 
         ```
         """
-        if kwargs.get("max_new_tokens") is not None:
-            logger.warning("`infill` adds no tokens: `max_new_tokens` does not apply and is ignored.")
+        for name in ("max_new_tokens", "min_new_tokens"):
+            if kwargs.get(name) is not None:
+                logger.warning("`infill` adds no tokens: `%s` does not apply and is ignored.", name)
         config = self._prepare_generation_config(generation_config, tokenizer, kwargs)
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, None)
