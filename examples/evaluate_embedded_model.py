@@ -10,7 +10,8 @@ criteria on 12 prompts written for the card (not used in tuning), whether answer
 80 fill-in-the-blank and continuation rows built from validation.txt), loops in plain completions, and six sample answers
 chosen from those prompts by a fixed seed (not picked). Writes `figures.json` in the work folder, the model card
 (`model_cards/turkish-mdlm-embedded.md`, copied next to the weights as `README.md`) and `docs/embedded_model.md`; the
-card also shows the recipe's log (`recipe_log.json`) and the decoding sweep (`decoding_sweep.json`) when present.
+card also shows the recipe's log (`recipe_log.json` in the work folder, else the shipped model's, kept as
+`model_cards/turkish-mdlm-embedded.recipe_log.json`) and the decoding sweep (`decoding_sweep.json`) when present.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from transformers_mdlm.model_card import build_model_card
 from transformers_mdlm.presets import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The recipe's log of the shipped model, kept beside its card.
+SHIPPED_LOG = ROOT / "model_cards" / "turkish-mdlm-embedded.recipe_log.json"
 #: Held-out instruction rows whose answers depend on their prompts, built from validation.txt as the recipe builds its
 #: training rows from train.txt: whether the model's answers use the question (`prompt_use`).
 PROMPT_USE_ROWS = 40
@@ -173,7 +176,9 @@ def training_machine(log: dict) -> str:
 
 
 def total_minutes(log: dict) -> float:
-    """The recipe's wall time in minutes: every stage and every bound measurement."""
+    """The recipe's wall time in minutes: every stage and every bound measurement (the log's own total if it has one)."""
+    if log.get("total_wall_seconds"):
+        return log["total_wall_seconds"] / 60
     stages = [value["wall_seconds"] for value in log.values() if isinstance(value, dict) and "wall_seconds" in value]
     bounds = [value["seconds"] for key, value in log.items() if key.startswith("bound_after_")]
     return (sum(stages) + sum(bounds)) / 60
@@ -274,7 +279,12 @@ def main() -> None:
         figures["eval_wall_seconds"] = round(time.perf_counter() - start, 1)
     bound, unigram = figures["validation_bound"], figures["unigram_bound"]
     xcopa, exams, samples = figures["xcopa_tr_validation"], figures["exams_tr_validation"], figures["samples"]
-    log = json.loads((work / "recipe_log.json").read_text()) if (work / "recipe_log.json").exists() else {}
+    # The recipe's log of this run, else the one the shipped card was built from (kept in git beside the card, so that
+    # the card can be rebuilt on any checkout); the log used is kept there for the next rebuild.
+    log_path = work / "recipe_log.json" if (work / "recipe_log.json").exists() else SHIPPED_LOG
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    if log:
+        SHIPPED_LOG.write_text(json.dumps(log, indent=2, default=str) + "\n", encoding="utf-8")
     (work / "figures.json").write_text(json.dumps(figures, indent=2, ensure_ascii=False))
     ratio = bound["bits_per_character"] / unigram["bits_per_character"]
     chat, completion = figures["chat"], figures["completion"]
