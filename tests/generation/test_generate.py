@@ -214,14 +214,19 @@ def test_min_new_tokens_bans_eos_only_in_the_first_new_positions_of_each_row(fre
     assert torch.equal(stopped, out)
 
 
-def test_min_new_tokens_as_long_as_the_canvas_equals_suppressing_eos(tiny_modernbert):
+def test_min_new_tokens_as_long_as_the_canvas_equals_suppressing_eos(fresh_modernbert):
+    model = fresh_modernbert
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 3.0  # EOS now wins at some positions, not all
     ids = torch.tensor([[10, EOS, 11, 12]])
     settings = dict(max_new_tokens=12, steps=12, block_length=4, repetition_penalty=1.2)
-    suppressed = tiny_modernbert.generate(ids, suppress_tokens=[EOS], **settings)
-    assert torch.equal(tiny_modernbert.generate(ids, min_new_tokens=12, **settings), suppressed)
-    assert torch.equal(
-        tiny_modernbert.generate(ids, min_new_tokens=0, **settings), tiny_modernbert.generate(ids, **settings)
-    )
+    free = model.generate(ids, **settings)[0, 4:].tolist()
+    assert EOS in free[:6]  # so the comparisons below can fail
+    suppressed = model.generate(ids, suppress_tokens=[EOS], **settings)
+    assert torch.equal(model.generate(ids, min_new_tokens=12, **settings), suppressed)
+    assert model.generate(ids, min_new_tokens=0, **settings)[0, 4:].tolist() == free
+    later = model.generate(ids, min_new_tokens=6, **settings)[0, 4:].tolist()
+    assert EOS not in later[:6] and EOS in later[6:]  # EOS still ends the answer, just not before position 6
 
 
 def test_min_new_tokens_leaves_prompt_masks_free_to_take_eos(fresh_modernbert):

@@ -60,8 +60,11 @@ def test_a_plain_generation_config_is_honoured(fresh_modernbert):
     out = model.generate(ids, generation_config=banned, steps=12)
     assert torch.equal(out, model.generate(ids, max_new_tokens=12, steps=12, no_repeat_ngram_size=1))
     assert len(set(out[0].tolist())) == 15  # prompt and new tokens all distinct: the setting was honoured
+    with torch.no_grad():
+        model.decoder.bias[EOS] = 100.0  # every answer would end at once, unless `min_new_tokens` is honoured
     short = GenerationConfig(max_new_tokens=12, min_new_tokens=12)
     out = model.generate(ids, generation_config=short, steps=12)
+    assert EOS not in out[0].tolist()
     assert torch.equal(out, model.generate(ids, max_new_tokens=12, steps=12, suppress_tokens=[EOS]))
     with pytest.raises(TypeError, match="num_beams"):
         model.generate(ids, generation_config=GenerationConfig(num_beams=4))
