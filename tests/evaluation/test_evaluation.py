@@ -74,6 +74,10 @@ def test_bound_is_deterministic_for_a_seed(model):
     assert a == b and a != c
     with pytest.raises(ValueError, match="num_samples"):
         evidence_bound(model, [[20, 21]], num_samples=1)
+    with pytest.raises(TypeError, match=r"`seed` must be an integer >= 0, got 1\.5"):
+        evidence_bound(model, [[20, 21]], seed=1.5)
+    with pytest.raises(ValueError, match="`seed` must be an integer >= 0, got -1"):
+        evidence_bound(model, [[20, 21]], seed=-1)
 
 
 def test_corpus_standard_error_matches_the_spread_over_seeds(model):

@@ -63,3 +63,24 @@ def test_bad_conversations_are_refused_before_any_scoring():
     no_reply = [{"messages": [{"role": "user", "content": "w0"}]}, fill_in_rows()[0]]
     with pytest.raises(ValueError, match=r"conversations\[0\]"):
         prompt_use(model, tokenizer, no_reply)
+
+
+@pytest.mark.parametrize(
+    ("rows", "kwargs", "error", "pattern"),
+    [
+        ([{"instruction": "w0", "output": "w1"}, {"prompt": "w2"}], {}, ValueError,
+         r"`conversations\[1\]` must be a dict with `messages`.*got \['prompt'\]"),
+        ([{"instruction": "w0", "output": "w1"}, "w2"], {}, ValueError, r"`conversations\[1\]`.*got str"),
+        (None, {"num_samples": 1}, ValueError, "`num_samples` must be an integer >= 2, got 1"),
+        (None, {"seed": "a"}, TypeError, "`seed` must be an integer >= 0"),
+    ],
+)  # fmt: skip
+def test_bad_rows_and_settings_are_named_before_any_formatting(monkeypatch, rows, kwargs, error, pattern):
+    import importlib
+
+    module = importlib.import_module("transformers_mdlm.evaluation.prompt_use")  # the module, not the function
+    formatted = []
+    monkeypatch.setattr(module, "format_instruction_dataset", lambda *a, **k: formatted.append(1))
+    with pytest.raises(error, match=pattern):
+        prompt_use(VisibleTokensModel(), make_tiny_tokenizer(), rows or fill_in_rows(), **kwargs)
+    assert formatted == []

@@ -95,6 +95,7 @@ def evidence_bound(
     """
     check_int("num_samples", num_samples, minimum=2)  # the standard error needs two draws
     check_int("batch_size", batch_size, minimum=1)
+    check_int("seed", seed, minimum=0)
     if mask_token_id is None:
         mask_token_id = model.generation_config.mask_token_id
     if mask_token_id is None:

@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 
 from ..training.data import format_instruction_dataset, instruction_messages
+from ..validation import check_int
 from .likelihood import evidence_bound
 
 
@@ -77,6 +78,17 @@ def prompt_use(
     >>> prompt_use(model, tokenizer, rows).gain  # doctest: +SKIP
     ```
     """
+    check_int("num_samples", num_samples, minimum=2)  # checked before any row is formatted or scored
+    check_int("seed", seed, minimum=0)
+    for index, row in enumerate(conversations):
+        if not isinstance(row, dict) or not (
+            row.get("messages") is not None or ("instruction" in row and "output" in row)
+        ):
+            found = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise ValueError(
+                f"`conversations[{index}]` must be a dict with `messages`, or with `instruction` (optional `input`) "
+                f"and `output`; got {found}."
+            )
     rows = [{"messages": instruction_messages(row)} for row in conversations]
     if len(rows) < 2:
         raise ValueError(
