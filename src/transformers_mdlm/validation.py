@@ -71,4 +71,31 @@ def check_token_ids(name: str, ids: Iterable[int], vocab_size: int | None) -> No
         raise ValueError(f"`{name}` must hold token ids in {bound}, got {bad}.")
 
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_token_ids"]
+def check_texts(name: str, texts: Any) -> list[str]:
+    """A list (or other iterable) of strings, returned as a list. A bare string is refused: iterating it would score
+    or count its characters one by one, a silently wrong result.
+
+    Example:
+
+    ```python
+    >>> check_texts("texts", "Merhaba dünya")
+    Traceback (most recent call last):
+    ...
+    TypeError: `texts` must be a list of strings, got one string ('Merhaba dünya'); pass ['Merhaba dünya'].
+
+    ```
+    """
+    if isinstance(texts, str):
+        shown = texts if len(texts) <= 40 else texts[:37] + "..."
+        raise TypeError(f"`{name}` must be a list of strings, got one string ({shown!r}); pass [{shown!r}].")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a list of strings, got {type(texts).__name__}.") from None
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"`{name}[{index}]` must be a string, got {type(text).__name__}.")
+    return texts
+
+
+__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_texts", "check_token_ids"]

@@ -67,6 +67,32 @@ def test_conditional_bound_scores_only_the_continuation(model):
     assert estimate.nats < exact_bound(model, tokens)  # fewer tokens to pay for
 
 
+def test_corpus_bounds_refuse_a_bare_string_and_empty_corpora(model):
+    """A string is not a list of texts: iterating it scored its characters one by one, silently."""
+    from transformers_mdlm.evaluation import corpus_evidence_bound
+
+    tokenizer = make_tiny_tokenizer()
+    with pytest.raises(TypeError, match=r"`texts` must be a list of strings, got one string \('w1 w2'\)"):
+        corpus_evidence_bound(model, tokenizer, "w1 w2", num_samples=2)
+    with pytest.raises(TypeError, match=r"`train_texts` must be a list of strings, got one string"):
+        unigram_bound(tokenizer, "w1 w2", ["w1"])
+    with pytest.raises(ValueError, match=r"`train_texts` holds no non-empty text"):
+        unigram_bound(tokenizer, ["", " "], ["w1"])  # was an IndexError
+    with pytest.raises(ValueError, match=r"`texts` holds no non-empty text"):
+        unigram_bound(tokenizer, ["w1"], [""])
+
+
+def test_multiple_choice_items_are_checked_before_any_scoring(model):
+    tokenizer = make_tiny_tokenizer()
+    good = MultipleChoiceItem("w1", [" w2", " w3"], 0)
+    with pytest.raises(TypeError, match=r"`items\[1\]` must be a MultipleChoiceItem.*got dict"):
+        score_multiple_choice(model, tokenizer, [good, {"context": "w1", "choices": ["w2", "w3"], "label": 0}])
+    with pytest.raises(ValueError, match=r"`items\[0\]`: `label` must be an index into `choices` \(0 to 1\), got 5"):
+        score_multiple_choice(model, tokenizer, [MultipleChoiceItem("w1", [" w2", " w3"], 5)])
+    with pytest.raises(ValueError, match="`num_samples` must be an integer >= 2, got 1"):
+        score_multiple_choice(model, tokenizer, [good], num_samples=1)
+
+
 def test_bound_is_deterministic_for_a_seed(model):
     a = evidence_bound(model, [[20, 21, 22, 23]], num_samples=16, seed=3)
     b = evidence_bound(model, [[20, 21, 22, 23]], num_samples=16, seed=3)

@@ -40,3 +40,22 @@ def test_check_answer_criteria():
     looping = check_answer("irade irade irade ve milli birlik", None)
     assert looping.problems() == ["one word is 50% of the answer"] and looping.known_word_share is None
     assert check_answer("Ankara başkenttir.").problems() == ["fewer than 4 words", "one word is 50% of the answer"]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "pattern"),
+    [
+        (lambda: distinct_n("w1 w2 w1 w2"), TypeError, r"`texts` must be a list of strings, got one string"),
+        (lambda: distinct_n(["w1 w2"], 0), ValueError, r"`n` must be an integer >= 1, got 0"),
+        (lambda: distinct_n(["w1", 2]), TypeError, r"`texts\[1\]` must be a string, got int"),
+        (lambda: corpus_vocabulary("Ankara güzel"), TypeError, r"`lines` must be a list of strings, got one string"),
+        (lambda: has_loop(None), TypeError, r"`text` must be a string, got NoneType"),
+        (lambda: has_loop("a b", max_n=0), ValueError, r"`max_n` must be an integer >= 1, got 0"),
+        (lambda: check_answer(["Bu bir cümle."]), TypeError, r"`text` must be a string, got list"),
+    ],
+)  # fmt: skip
+def test_a_string_where_texts_are_expected_is_refused_not_split_into_characters(call, error, pattern):
+    # They iterated the string: distinct_n("w1 w2 w1 w2") scored each character as a text (0.0: no bigrams at all) and
+    # corpus_vocabulary("Ankara güzel") returned the set of its letters.
+    with pytest.raises(error, match=pattern):
+        call()

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..onednn_linear import emulated_bfloat16_mode
-from ..validation import check_int, check_token_ids
+from ..validation import check_int, check_texts, check_token_ids
 
 
 @dataclass
@@ -223,7 +223,7 @@ def corpus_evidence_bound(
     Bits per character divide by the characters of the texts, so they compare across tokenizers; a text longer than
     `max_length` tokens (default: the model's positions) is scored window by window, which can only loosen the bound.
     """
-    texts = [text for text in texts if text.strip()]
+    texts = [text for text in check_texts("texts", texts) if text.strip()]
     if not texts:
         raise ValueError("No non-empty text to score.")
     if max_length is None:
@@ -247,12 +247,17 @@ def corpus_evidence_bound(
 
 def unigram_bound(tokenizer: object, train_texts: Sequence[str], texts: Sequence[str]) -> CorpusBound:
     """A unigram model of the same tokenizer (add-one smoothed counts on `train_texts`): the floor to beat."""
+    train_texts = check_texts("train_texts", train_texts)
+    texts = [text for text in check_texts("texts", texts) if text.strip()]
+    if not any(text.strip() for text in train_texts):
+        raise ValueError("`train_texts` holds no non-empty text to count.")
+    if not texts:
+        raise ValueError("`texts` holds no non-empty text to score.")
     vocab_size = len(tokenizer)
     counts = np.ones(vocab_size, dtype=np.float64)
-    for ids in tokenizer(list(train_texts), add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(train_texts, add_special_tokens=False)["input_ids"]:
         np.add.at(counts, ids, 1)
     log_probs = np.log(counts / counts.sum())
-    texts = [text for text in texts if text.strip()]
     ids = [token for row in tokenizer(texts, add_special_tokens=False)["input_ids"] for token in row]
     return CorpusBound(
         nats=float(-log_probs[ids].sum()),

@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..validation import check_int
 from .jsonl import read_jsonl_lines
 from .likelihood import evidence_bound
 
@@ -155,6 +156,17 @@ def score_multiple_choice(
     """
     if not items:
         raise ValueError("No items to score.")
+    for index, item in enumerate(items):
+        if not isinstance(item, MultipleChoiceItem):
+            raise TypeError(
+                f"`items[{index}]` must be a MultipleChoiceItem(context, choices, label), got {type(item).__name__}; "
+                "`MULTIPLE_CHOICE_TASKS[name].load(data_dir)` builds them from a task's JSON lines."
+            )
+        problem = _item_problem(item)
+        if problem:
+            raise ValueError(f"`items[{index}]`: {problem}")
+    check_int("num_samples", num_samples, minimum=2)
+    check_int("seed", seed, minimum=0)
     if max_length is None and hasattr(model, "max_sequence_length"):
         max_length = model.max_sequence_length()
     correct = Counter()

@@ -30,9 +30,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..validation import check_int, check_texts
+
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 OPTION_LETTER = re.compile(r"^\s*[A-Ea-e]\s*[)\].:]")
 _TURKISH_UPPER = str.maketrans({"I": "ı", "İ": "i"})
+
+
+def _check_text(text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a string, got {type(text).__name__}.")
 
 
 def words(text: str) -> list[str]:
@@ -43,15 +50,16 @@ def words(text: str) -> list[str]:
 def corpus_vocabulary(lines: Iterable[str]) -> set[str]:
     """Every word form of a corpus, as `words` writes them."""
     vocabulary: set[str] = set()
-    for line in lines:
+    for line in check_texts("lines", lines):
         vocabulary.update(words(line))
     return vocabulary
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     """Distinct word n-grams over all n-grams of `texts` (1.0: no n-gram repeats; 0.0 when there are none)."""
+    check_int("n", n, minimum=1)
     grams: list[tuple[str, ...]] = []
-    for text in texts:
+    for text in check_texts("texts", texts):
         tokens = words(text)
         grams.extend(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return len(set(grams)) / len(grams) if grams else 0.0
@@ -59,6 +67,8 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 def has_loop(text: str, max_n: int = 4) -> bool:
     """Whether a word n-gram (n <= `max_n`) repeats back to back: a word three times in a row, or a longer n-gram twice."""
+    _check_text(text)
+    check_int("max_n", max_n, minimum=1)
     tokens = words(text)
     for i in range(len(tokens)):
         if tokens[i : i + 1] * 3 == tokens[i : i + 3] and i + 3 <= len(tokens):
@@ -108,6 +118,7 @@ class AnswerCheck:
 def check_answer(text: str, vocabulary: set[str] | None = None) -> AnswerCheck:
     """A chat answer's checks: no option letter first, at least 4 words, no word over a fifth of them, and (given a
     corpus `vocabulary`) at least 80% of its words seen in the corpus."""
+    _check_text(text)
     tokens = words(text)
     known = None
     if vocabulary is not None:
