@@ -95,6 +95,8 @@ def test_stop_strings_end_a_row_and_pad_the_rest():
     # The row ends at the step that commits the last of its tokens up to the stop string, inside the first block.
     done = next(step for step, canvas in enumerate(plain.history) if (canvas[0, 2 : 3 + cut] != MASK).all())
     assert stopped.nfe == done <= 4 < plain.nfe
+    one = model.generate(ids, stop_strings="[/Answer]", tokenizer=tokenizer, **settings)  # one string, as transformers
+    assert torch.equal(one.sequences, stopped.sequences) and one.nfe == stopped.nfe
     with pytest.raises(ValueError, match="`stop_strings` needs the model's tokenizer"):
         model.generate(ids, stop_strings=["x"], **SHORT)
 

@@ -315,6 +315,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         """Set the given attributes (only the unset ones with `defaults_only=True`) and return the unknown ones."""
         unused = {}
         for key, value in kwargs.items():
+            if key == "stop_strings" and isinstance(value, str):  # one string, as transformers and `__init__` take it
+                value = [value]
             if hasattr(self, key) and not key.startswith("_"):
                 if not defaults_only or getattr(self, key) is None:
                     setattr(self, key, value)
