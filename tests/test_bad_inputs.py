@@ -24,7 +24,7 @@ from transformers_mdlm import (
     pack_dataset,
 )
 from transformers_mdlm.cli import main
-from transformers_mdlm.evaluation import evidence_bound, generic_multiple_choice_task
+from transformers_mdlm.evaluation import corpus_evidence_bound, evidence_bound, generic_multiple_choice_task
 from transformers_mdlm.evaluation.tasks import MULTIPLE_CHOICE_TASKS, load_xquad
 from transformers_mdlm.model_card import build_model_card
 from transformers_mdlm.training.inputs import TrainingDivergedError
@@ -114,6 +114,15 @@ COLLATORS = [
     ("negative prompt_length", lambda: _collate([{"input_ids": [20, 21], "prompt_length": -1}], sft=True),
      ValueError, "`prompt_length` is -1"),
     ("no prompt_length", lambda: _collate([{"input_ids": [20, 21]}], sft=True), ValueError, "no `prompt_length`"),
+    # Settings of a collator built directly (the training arguments check their own copies of the first two).
+    ("time_epsilon 2", lambda: DataCollatorForMaskedDiffusion(tokenizer=TOKENIZER, time_epsilon=2.0), ValueError,
+     "`time_epsilon` must be a number in [0, 1], got 2.0"),
+    ("noise_schedule 'foo'", lambda: DataCollatorForMaskedDiffusion(tokenizer=TOKENIZER, noise_schedule="foo"),
+     ValueError, "`noise_schedule` must be one of 'linear', 'cosine'; got 'foo'"),
+    ("pad_to_multiple_of 0", lambda: DataCollatorForMaskedDiffusionSFT(tokenizer=TOKENIZER, pad_to_multiple_of=0),
+     ValueError, "`pad_to_multiple_of` must be an integer >= 1, got 0"),
+    ("truncate 'yes'", lambda: DataCollatorForMaskedDiffusion(tokenizer=TOKENIZER, truncate="yes"), TypeError,
+     "`truncate` must be True or False, got 'yes'"),
 ]  # fmt: skip
 
 
@@ -187,6 +196,10 @@ EVALUATION = [
     ("context beyond the sequence", lambda tmp: evidence_bound(MODEL, [[20, 21]], context_lengths=[5],
                                                                num_samples=2),
      ValueError, "`context_lengths[0]` must be in [0, 2]"),
+    ("a string as the texts", lambda tmp: corpus_evidence_bound(MODEL, TOKENIZER, "w1 w2", num_samples=2),
+     TypeError, "`texts` must be a list of strings, got one string ('w1 w2')"),
+    ("a seed that is not an int", lambda tmp: evidence_bound(MODEL, [[20, 21]], num_samples=2, seed=0.5),
+     TypeError, "`seed` must be an integer >= 0"),
 ]  # fmt: skip
 
 CARDS = [

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..generation.configuration import ALPHA_SCHEDULES
 from ..generation.scheduling import MaskedDiffusionScheduler
+from ..validation import check_bool, check_choice, check_int, check_number
 
 
 @dataclass
@@ -68,6 +70,13 @@ class DataCollatorForMaskedDiffusion:
                 f"The tokenizer {type(self.tokenizer).__name__} has no mask token; masked diffusion needs one "
                 "(tokenizer.add_special_tokens({'mask_token': '<mask>'}) and resize the model's embeddings)."
             )
+        # `time_epsilon=1` (every maskable token masked, t = 1) is allowed here, for inspection; training refuses it.
+        check_number("time_epsilon", self.time_epsilon, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+        check_choice("noise_schedule", self.noise_schedule, ALPHA_SCHEDULES)
+        check_int("seed", self.seed, minimum=0)
+        check_int("pad_to_multiple_of", self.pad_to_multiple_of, minimum=1, optional=True)
+        check_int("max_length", self.max_length, minimum=1, optional=True)
+        check_bool("truncate", self.truncate)
         self.scheduler = MaskedDiffusionScheduler(schedule=self.noise_schedule)
         self._calls = 0
 
