@@ -27,6 +27,7 @@ from transformers_mdlm.cli import main
 from transformers_mdlm.evaluation import corpus_evidence_bound, evidence_bound, generic_multiple_choice_task
 from transformers_mdlm.evaluation.tasks import MULTIPLE_CHOICE_TASKS, load_xquad
 from transformers_mdlm.model_card import build_model_card
+from transformers_mdlm.training import diffutron_lora_config
 from transformers_mdlm.training.inputs import TrainingDivergedError
 
 MODEL = build_model(modernbert_config())
@@ -159,6 +160,12 @@ TRAINING = [
     ("pack a list", lambda tmp: pack_dataset(["w1"], TOKENIZER, 8), TypeError, "`dataset` must be a datasets.Dataset"),
     ("format without columns", lambda tmp: format_instruction_dataset(Dataset.from_dict({"x": ["w1"]}), TOKENIZER),
      ValueError, "needs the column"),
+    # peft takes these: r=0 fails later inside it, a negative alpha flips the adapter's update silently.
+    ("a LoRA rank of 0", lambda tmp: diffutron_lora_config(r=0), ValueError, "`r` must be an integer >= 1, got 0"),
+    ("a negative LoRA alpha", lambda tmp: diffutron_lora_config(r=4, lora_alpha=-1), ValueError,
+     "`lora_alpha` must be a finite number > 0, got -1"),
+    ("a LoRA dropout of 1", lambda tmp: diffutron_lora_config(r=4, lora_dropout=1.0), ValueError,
+     "`lora_dropout` must be a number in [0, 1), got 1.0"),
 ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers.utils import logging
 
 from ..presets import portable_model_name
+from ..validation import check_int, check_number
 
 logger = logging.get_logger(__name__)
 
@@ -35,6 +36,10 @@ def diffutron_lora_config(
 
     ```
     """
+    # peft takes r=0 and any alpha: a negative or zero alpha scales the adapter's update by alpha / r silently.
+    check_int("r", r, minimum=1)
+    check_number("lora_alpha", lora_alpha, "a finite number > 0", lambda v: v > 0)
+    check_number("lora_dropout", lora_dropout, "a number in [0, 1)", lambda v: 0 <= v < 1)
     return LoraConfig(
         r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules), **kwargs
     )
