@@ -8,7 +8,7 @@ of the wrong kind), before any heavy work.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -71,9 +71,24 @@ def check_token_ids(name: str, ids: Iterable[int], vocab_size: int | None) -> No
         raise ValueError(f"`{name}` must hold token ids in {bound}, got {bad}.")
 
 
+def iter_texts(name: str, texts: Any) -> Iterator[str]:
+    """The strings of `texts` (any iterable), one at a time, each checked. A bare string is refused: iterating it would
+    score or count its characters one by one, a silently wrong result."""
+    if isinstance(texts, str):
+        shown = texts if len(texts) <= 40 else texts[:37] + "..."
+        raise TypeError(f"`{name}` must be a list of strings, got one string ({shown!r}); pass [{shown!r}].")
+    try:
+        iterator = iter(texts)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a list of strings, got {type(texts).__name__}.") from None
+    for index, text in enumerate(iterator):
+        if not isinstance(text, str):
+            raise TypeError(f"`{name}[{index}]` must be a string, got {type(text).__name__}.")
+        yield text
+
+
 def check_texts(name: str, texts: Any) -> list[str]:
-    """A list (or other iterable) of strings, returned as a list. A bare string is refused: iterating it would score
-    or count its characters one by one, a silently wrong result.
+    """[`iter_texts`] as a list.
 
     Example:
 
@@ -85,17 +100,7 @@ def check_texts(name: str, texts: Any) -> list[str]:
 
     ```
     """
-    if isinstance(texts, str):
-        shown = texts if len(texts) <= 40 else texts[:37] + "..."
-        raise TypeError(f"`{name}` must be a list of strings, got one string ({shown!r}); pass [{shown!r}].")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"`{name}` must be a list of strings, got {type(texts).__name__}.") from None
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"`{name}[{index}]` must be a string, got {type(text).__name__}.")
-    return texts
+    return list(iter_texts(name, texts))
 
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_texts", "check_token_ids"]
+__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_texts", "check_token_ids", "iter_texts"]

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..validation import check_int, check_texts
+from ..validation import check_int, check_texts, iter_texts
 
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 OPTION_LETTER = re.compile(r"^\s*[A-Ea-e]\s*[)\].:]")
@@ -50,7 +50,7 @@ def words(text: str) -> list[str]:
 def corpus_vocabulary(lines: Iterable[str]) -> set[str]:
     """Every word form of a corpus, as `words` writes them."""
     vocabulary: set[str] = set()
-    for line in check_texts("lines", lines):
+    for line in iter_texts("lines", lines):  # streamed: a corpus file handle is not read into memory
         vocabulary.update(words(line))
     return vocabulary
 

@@ -22,6 +22,11 @@ KV_CACHES = ("dual",)
 SPECIAL_TOKEN_ATTRIBUTES = ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
+def _as_string_list(value: Any) -> Any:
+    """`stop_strings` given as one string, as transformers takes it, as a list; anything else is left to `validate`."""
+    return [value] if isinstance(value, str) else value
+
+
 class MaskedDiffusionGenerationConfig(GenerationConfig):
     r"""
     Configuration of [`MaskedDiffusionGenerationMixin.generate`] and [`MaskedDiffusionGenerationMixin.infill`].
@@ -203,7 +208,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         self.cfg_scale = cfg_scale
         self.do_sample = do_sample
         self.num_return_sequences = num_return_sequences
-        self.stop_strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
+        self.stop_strings = _as_string_list(stop_strings)
         self.stop_on_eos = stop_on_eos
         self.kv_cache = kv_cache
         self.static_shapes = static_shapes
@@ -315,8 +320,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         """Set the given attributes (only the unset ones with `defaults_only=True`) and return the unknown ones."""
         unused = {}
         for key, value in kwargs.items():
-            if key == "stop_strings" and isinstance(value, str):  # one string, as transformers and `__init__` take it
-                value = [value]
+            if key == "stop_strings":
+                value = _as_string_list(value)
             if hasattr(self, key) and not key.startswith("_"):
                 if not defaults_only or getattr(self, key) is None:
                     setattr(self, key, value)

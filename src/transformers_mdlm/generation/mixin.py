@@ -162,7 +162,8 @@ class MaskedDiffusionGenerationMixin:
 
         The same loop as [`generate`], but no tokens are added: blocks of `block_length` (one block when unset) tile
         each row from its first token, and each block's masks get `ceil(steps / num_blocks)` steps. As in the
-        reference implementation, EOS tokens inside the input are not attended to. `max_new_tokens` and `min_new_tokens` do not apply.
+        reference implementation, EOS tokens inside the input are not attended to. `max_new_tokens` and
+        `min_new_tokens` do not apply.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
