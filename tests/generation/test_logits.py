@@ -133,6 +133,22 @@ def test_gumbel_max_samples_softmax_at_temperature(temperature):
     assert torch.equal(propose_tokens(logits, temperature=0.0), torch.zeros(1, 40000, dtype=torch.long))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_greedy_proposals_are_argmax_with_ties_nan_and_inf(dtype):
+    # Greedy decoding takes `max(dim=-1).indices` (faster on the CPU); it must be the reference's `argmax` everywhere,
+    # including exact ties (the first maximum), a NaN (which wins) and a row of -inf.
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (4, 5, 1000), generator=generator).to(dtype)  # many exact ties at the maximum
+    logits[0, 1, 500] = float("nan")
+    logits[1, 2] = float("-inf")
+    logits[2, 3, 7:] = float("-inf")
+    assert torch.equal(propose_tokens(logits, temperature=0.0), logits.argmax(dim=-1))
+    assert propose_tokens(logits, temperature=0.0)[0, 1] == 500
+    assert propose_tokens(logits, temperature=0.0)[1, 2] == 0
+    wide = torch.randn(3, 256_000, generator=generator).to(dtype)[:, ::2]  # strided, vectorised path
+    assert torch.equal(propose_tokens(wide, temperature=0.0), wide.argmax(dim=-1))
+
+
 def test_confidence_rules():
     logits = torch.log(torch.tensor([[[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.9, 0.05, 0.05]]]))
     x0 = logits.argmax(-1)

@@ -180,11 +180,11 @@ def propose_tokens(
     `softmax(logits / temperature)`; low-precision Gumbel noise is known to hurt masked diffusion samples.
     """
     if temperature == 0:
-        if logits.device.type == "cpu" and logits.dtype in (torch.bfloat16, torch.float16):
-            # Same index (the conversion is exact and ties go to the first maximum in both dtypes); PyTorch's CPU
-            # argmax is several times faster in float32 (32 x 256,000 bfloat16 logits: 14.7 vs 3.9 ms).
-            return logits.float().argmax(dim=-1)
-        return logits.argmax(dim=-1)
+        # `max(dim).indices` is `argmax(dim)` by definition (PyTorch documents `argmax` as "the second value returned
+        # by torch.max()"; both return the first maximum of a tie, and a NaN wins in both), but PyTorch's CPU `max`
+        # kernel is faster: 16 x 256,000 logits take 1.5 ms in bfloat16 against 7.4 ms for `argmax` (3.6 ms for
+        # `argmax` after a float32 conversion), on a 2-core Intel Xeon with AMX.
+        return logits.max(dim=-1).indices
     logits64 = logits.to(torch.float64)
     uniform = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
     return (logits64.exp() / (-torch.log(uniform)) ** temperature).argmax(dim=-1)
