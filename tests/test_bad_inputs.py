@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,14 +26,24 @@ from transformers_mdlm import (
 )
 from transformers_mdlm.cli import main
 from transformers_mdlm.evaluation import corpus_evidence_bound, evidence_bound, generic_multiple_choice_task
-from transformers_mdlm.evaluation.tasks import MULTIPLE_CHOICE_TASKS, load_xquad
+from transformers_mdlm.evaluation.lm_eval_adapter import MaskedDiffusionLM
+from transformers_mdlm.evaluation.runner import evaluate_model
+from transformers_mdlm.evaluation.tasks import (
+    MULTIPLE_CHOICE_TASKS,
+    MultipleChoiceItem,
+    load_xquad,
+    score_multiple_choice,
+)
+from transformers_mdlm.evaluation.text_quality import check_answer
 from transformers_mdlm.model_card import build_model_card
 from transformers_mdlm.training import diffutron_lora_config
 from transformers_mdlm.training.inputs import TrainingDivergedError
+from transformers_mdlm.training.recipe import RecipeArguments, _filter_tasks, run_instruction_tuning
 
 MODEL = build_model(modernbert_config())
 TOKENIZER = make_tiny_tokenizer()
 IDS = torch.tensor([[10, 11, 12]])
+INSTRUCTION = Dataset.from_list([{"instruction": "w1 w2", "output": "w3 w4 w5"}])
 SHORT = dict(max_new_tokens=4, steps=2)
 
 
@@ -124,6 +135,15 @@ COLLATORS = [
      ValueError, "`pad_to_multiple_of` must be an integer >= 1, got 0"),
     ("truncate 'yes'", lambda: DataCollatorForMaskedDiffusion(tokenizer=TOKENIZER, truncate="yes"), TypeError,
      "`truncate` must be True or False, got 'yes'"),
+    # int() would truncate these silently: 5.9 -> 5, True -> 1.
+    ("float token ids", lambda: _collate([{"input_ids": [20, 5.9]}]), ValueError,
+     "Row 0: `input_ids` must hold integer token ids, got 5.9"),
+    ("bool token ids", lambda: _collate([{"input_ids": [True, 21]}]), ValueError, "got True"),
+    ("a float tensor of ids", lambda: _collate([{"input_ids": torch.tensor([20.0, 21.0])}]), ValueError,
+     "got a torch.float32 array"),
+    # The pretraining collator would mask and score the prompt of an instruction row.
+    ("instruction row, pretraining collator", lambda: _collate([{"input_ids": [20, 21, 22], "prompt_length": 1}]),
+     ValueError, "carries `prompt_length` (an instruction row), but DataCollatorForMaskedDiffusion masks"),
 ]  # fmt: skip
 
 
@@ -166,6 +186,36 @@ TRAINING = [
      "`lora_alpha` must be a finite number > 0, got -1"),
     ("a LoRA dropout of 1", lambda tmp: diffutron_lora_config(r=4, lora_dropout=1.0), ValueError,
      "`lora_dropout` must be a number in [0, 1), got 1.0"),
+    ("persistent workers", lambda tmp: MaskedDiffusionTrainer(
+        model=small_model(), args=args(tmp, dataloader_num_workers=1, dataloader_persistent_workers=True),
+        train_dataset=Dataset.from_dict({"input_ids": [[20, 21]]}), processing_class=TOKENIZER),
+     ValueError, "every epoch would draw the first epoch's noise"),
+    ("format: max_length -3", lambda tmp: format_instruction_dataset(INSTRUCTION, TOKENIZER, max_length=-3,
+                                                                     truncate=True),
+     ValueError, "`max_length` must be an integer >= 1, got -3"),
+    ("format: truncate 'no'", lambda tmp: format_instruction_dataset(INSTRUCTION, TOKENIZER, max_length=8,
+                                                                     truncate="no"),
+     TypeError, "`truncate` must be True or False, got 'no'"),
+    ("format: truncate without max_length", lambda tmp: format_instruction_dataset(INSTRUCTION, TOKENIZER,
+                                                                                   truncate=True),
+     ValueError, "`truncate=True` cuts rows to `max_length`; pass `max_length` too"),
+    ("format: append_eos 0", lambda tmp: format_instruction_dataset(INSTRUCTION, TOKENIZER, append_eos=0),
+     TypeError, "`append_eos` must be True or False"),
+    ("format: output None", lambda tmp: format_instruction_dataset(
+        Dataset.from_list([{"instruction": "w1", "output": "w2"}, {"instruction": "w1", "output": None}]),
+        TOKENIZER), ValueError, "Row 1: `output` must be a string, got None"),
+    ("recipe: limit 0", lambda tmp: RecipeArguments(model="m", train_file="f", limit=0), ValueError,
+     "`limit` must be an integer >= 1, got 0"),
+    ("recipe: block_size 0", lambda tmp: RecipeArguments(model="m", train_file="f", block_size=0), ValueError,
+     "`block_size` must be an integer >= 1, got 0"),
+    ("recipe: tasks ','", lambda tmp: RecipeArguments(model="m", train_file="f", tasks=" , "), ValueError,
+     "`tasks` names no task"),
+    ("recipe: a task the data lacks", lambda tmp: _filter_tasks(
+        Dataset.from_dict({"task": ["qa", "sum"]}), RecipeArguments(model="m", train_file="f", tasks="qa,summ")),
+     ValueError, "name tasks the data does not have: ['summ']; its tasks are ['qa', 'sum']"),
+    ("recipe: block_size without replay", lambda tmp: run_instruction_tuning(
+        RecipeArguments(model="m", train_file="f", block_size=64), args(tmp)), ValueError,
+     "['block_size'] shape the corpus rows of pretraining and of SFT replay"),
 ]  # fmt: skip
 
 
@@ -207,6 +257,21 @@ EVALUATION = [
      TypeError, "`texts` must be a list of strings, got one string ('w1 w2')"),
     ("a seed that is not an int", lambda tmp: evidence_bound(MODEL, [[20, 21]], num_samples=2, seed=0.5),
      TypeError, "`seed` must be an integer >= 0"),
+    ("corpus bound, max_length 0", lambda tmp: corpus_evidence_bound(MODEL, TOKENIZER, ["w1"], max_length=0),
+     ValueError, "`max_length` must be an integer >= 1, got 0"),
+    ("multiple choice, max_length -1", lambda tmp: score_multiple_choice(
+        MODEL, TOKENIZER, [MultipleChoiceItem("w1", [" w2", " w3"], 0)], max_length=-1), ValueError,
+     "`max_length` must be an integer >= 1, got -1"),
+    ("a vocabulary given as a string", lambda tmp: check_answer("w1 w2 w3 w4", vocabulary="w1 w2"), TypeError,
+     "`vocabulary` must be a set of word forms"),
+    ("evaluate_model, seed -1", lambda tmp: evaluate_model(MODEL, ["perplexity"], text_file=__file__, seed=-1),
+     ValueError, "`seed` must be an integer >= 0, got -1"),
+    ("evaluate_model, a task that is not a name", lambda tmp: evaluate_model(MODEL, ["perplexity", 7]), TypeError,
+     "`tasks` must hold task names (strings), got 7"),
+    ("lm-eval, max_gen_toks fills max_length", lambda tmp: MaskedDiffusionLM(
+        pretrained=MODEL, tokenizer=TOKENIZER, max_length=8, num_samples=2).generate_until(
+        [SimpleNamespace(args=("w1 w2 w3", {"max_gen_toks": 8, "until": []}))]), ValueError,
+     "`max_gen_toks` is 8: it must be at least 1 and leave room for the context in `max_length` (8 tokens)"),
 ]  # fmt: skip
 
 CARDS = [

@@ -291,3 +291,25 @@ def test_the_lm_eval_adapter_checks_its_arguments_before_loading(tmp_path):
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             MaskedDiffusionLM(pretrained=missing, **arguments)
+
+
+def test_a_model_with_nan_weights_fails_its_evaluation_instead_of_scoring(tmp_path):
+    # NaN scores made `max` pick the first choice of every item: the accuracy was the share of items labelled 0
+    # (0.75 here), and a NaN perplexity entered the report as a result.
+    from transformers_mdlm.evaluation.runner import evaluate_model
+
+    model, tokenizer = small_model(), make_tiny_tokenizer()
+    with torch.no_grad():
+        model.model.embeddings.tok_embeddings.weight.fill_(float("nan"))
+    items = [MultipleChoiceItem("w1 w2", [" w3", " w4"], label) for label in (0, 0, 0, 1)]
+    with pytest.raises(ValueError, match=re.escape("The evidence bound of `sequences[0]` is nan")):
+        score_multiple_choice(model, tokenizer, items, num_samples=2)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("w1 w2 w3\n\nw4 w5 w6\n")
+    model.generation_config.mask_token_id = MASK
+    model_dir = tmp_path / "nan-model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    report = evaluate_model(str(model_dir), ["perplexity"], text_file=texts, num_samples=2)
+    assert report["failed"] == ["perplexity"]
+    assert "is nan" in report["results"]["perplexity"]["error"]

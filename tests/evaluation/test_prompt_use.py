@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import MASK, VOCAB, make_tiny_tokenizer, small_model
+from conftest import MASK, VOCAB, build_model, make_tiny_tokenizer, modernbert_config, small_model
 from transformers_mdlm.evaluation import prompt_use
 
 
@@ -84,3 +84,15 @@ def test_bad_rows_and_settings_are_named_before_any_formatting(monkeypatch, rows
     with pytest.raises(error, match=pattern):
         prompt_use(VisibleTokensModel(), make_tiny_tokenizer(), rows or fill_in_rows(), **kwargs)
     assert formatted == []
+
+
+def test_a_reply_never_meets_its_own_prompt_as_the_other_one():
+    # Two neighbouring rows share a prompt: a plain cyclic shift scored A's reply after its own prompt again, and the
+    # gain depended on the rows' order (-0.73 against -0.09 nats here).
+    model, tokenizer = build_model(modernbert_config()), make_tiny_tokenizer()
+    a = {"instruction": "w1 w2 w3", "output": "w10 w11 w12"}
+    b = {"instruction": "w1 w2 w3", "output": "w20 w21 w22"}
+    c = {"instruction": "w30 w31", "output": "w40 w41 w42"}
+    first, second = (prompt_use(model, tokenizer, rows, num_samples=4) for rows in ([a, b, c], [a, c, b]))
+    assert first.gain == pytest.approx(second.gain, abs=1e-9)
+    assert first.other_nats_per_token == pytest.approx(second.other_nats_per_token, abs=1e-9)

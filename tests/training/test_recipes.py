@@ -100,7 +100,7 @@ def test_train_reports_bad_input(base, tmp_path, capsys):
     data.write_text(json.dumps({"instruction": "w1", "output": "w2", "task": "a"}))
     assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--tasks", "zzz",
                  "--output_dir", str(tmp_path / "o"), *COMMON]) == 2  # fmt: skip
-    assert "No rows left" in capsys.readouterr().err
+    assert "name tasks the data does not have: ['zzz']; its tasks are ['a']" in capsys.readouterr().err
     assert main(["train", "pretrain", "--model", str(base), "--train_file", str(tmp_path / "missing.txt"),
                  "--output_dir", str(tmp_path / "o"), *COMMON]) == 2  # fmt: skip
     assert "No such data file" in capsys.readouterr().err

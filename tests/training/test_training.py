@@ -384,3 +384,39 @@ def test_truncation_drops_rows_whose_prompt_fills_max_length(caplog):
     assert formatted[0] == format_instruction_dataset(rows.select([0]), tokenizer, max_length=16)[0]
     with pytest.raises(ValueError, match="Every row's prompt fills `max_length`"):
         format_instruction_dataset(rows.select([1]), tokenizer, max_length=16, truncate=True)
+
+
+# --------------------------------------------------------------------------- evaluation loss and streamed data
+
+
+@pytest.mark.parametrize("normalization", ["token", "sequence"])
+def test_eval_loss_is_the_whole_sets_ratio_whatever_the_eval_batch_size(tmp_path, normalization):
+    # transformers averages batch losses by rows; with token normalisation and rows of different lengths that made
+    # `eval_loss` depend on `per_device_eval_batch_size` (3.6 at batch 1 against 4.48 at batch 6 here).
+    rows = Dataset.from_dict({"input_ids": [[20 + i % 40 for i in range(n)] for n in (2, 3, 30, 40, 4, 50)]})
+    model, losses = small_model(), []
+    for batch_size in (1, 4, 6):
+        trainer = MaskedDiffusionTrainer(
+            model=model, args=args(tmp_path / str(batch_size), loss_normalization=normalization,
+                                   per_device_eval_batch_size=batch_size),
+            eval_dataset=rows, processing_class=make_tiny_tokenizer(),
+        )  # fmt: skip
+        losses.append(trainer.evaluate()["eval_loss"])
+    assert losses == pytest.approx([losses[-1]] * 3, rel=1e-5)  # batch 6 holds the whole set: the ratio itself
+    assert math.isfinite(losses[0]) and losses[0] > 0
+
+
+def test_instruction_rows_of_an_iterable_dataset_train_with_the_sft_collator(tmp_path):
+    # After `.map`, an IterableDataset's `column_names` is None: the trainer looks at its first row instead of
+    # falling back to the pretraining collator, which would mask and score the prompt.
+    tokenizer = make_tiny_tokenizer()
+    rows = format_instruction_dataset(
+        Dataset.from_list([{"instruction": "w1 w2 w3 w4 w5 w6", "output": "w7"}] * 8), tokenizer
+    )
+    streamed = rows.to_iterable_dataset().map(lambda row: row)
+    assert streamed.column_names is None
+    trainer = MaskedDiffusionTrainer(model=small_model(), args=args(tmp_path, max_steps=1), train_dataset=streamed,
+                                     processing_class=tokenizer)  # fmt: skip
+    assert isinstance(trainer.data_collator, DataCollatorForMaskedDiffusionSFT)
+    batch = trainer.data_collator([dict(rows[0])])
+    assert batch["num_maskable"].tolist() == [len(rows[0]["input_ids"]) - rows[0]["prompt_length"]]

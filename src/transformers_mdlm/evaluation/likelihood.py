@@ -12,8 +12,10 @@ Integrating `t` out for each number `k` of masked tokens gives an equal, better-
 
 the estimator LLaDA and MDLM use for likelihoods. Each draw is unbiased; draws are stratified over `k` (draw `j` of `K`
 takes `k` from the `j`-th `K`-quantile of `1..L`), which lowers the variance and keeps the estimate unbiased. The
-seed makes every estimate reproducible, and two texts scored with the same seed share their random numbers (common
-random numbers: differences between answer choices are estimated more precisely than the scores themselves).
+seed makes every estimate reproducible: each text's draws come from the seed and the text's own tokens, so a text
+scores the same wherever it sits in a corpus, and different texts (the choices of a multiple-choice item among them)
+draw independently. A bound that is not finite (a model whose logits hold NaN or inf) raises instead of being
+returned.
 
 With a `context`, only the continuation is scored and masked; the context stays visible: a bound on
 `-log p(continuation | context)`.
@@ -119,7 +121,7 @@ def _evidence_bounds(
 ) -> list[EvidenceBound]:
     device = next(model.parameters()).device
     results = []
-    for tokens, context in zip(sequences, contexts, strict=True):
+    for index, (tokens, context) in enumerate(zip(sequences, contexts, strict=True)):
         tokens = torch.as_tensor(list(tokens), dtype=torch.long)
         length = len(tokens) - context
         if length <= 0:
@@ -139,6 +141,11 @@ def _evidence_bounds(
             per_draw = torch.zeros(len(chunk), dtype=torch.float64).index_add(0, rows, nll)
             estimates[start : start + len(chunk)] = per_draw * weights[start : start + len(chunk)]
         mean = float(estimates.mean())
+        if not math.isfinite(mean):  # a NaN would otherwise rank choices (max picks the first) or enter a report
+            raise ValueError(
+                f"The evidence bound of `sequences[{index}]` is {mean}: the model's logits hold NaN or inf "
+                "(check its weights, e.g. after training in low precision)."
+            )
         error = float(estimates.std(unbiased=True) / math.sqrt(num_samples))
         results.append(EvidenceBound(mean, error, length, num_samples))
     return results
@@ -223,6 +230,7 @@ def corpus_evidence_bound(
     Bits per character divide by the characters of the texts, so they compare across tokenizers; a text longer than
     `max_length` tokens (default: the model's positions) is scored window by window, which can only loosen the bound.
     """
+    check_int("max_length", max_length, minimum=1, optional=True)  # checked before the texts are tokenized
     texts = [text for text in check_texts("texts", texts) if text.strip()]
     if not texts:
         raise ValueError("No non-empty text to score.")

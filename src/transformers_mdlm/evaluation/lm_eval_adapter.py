@@ -122,6 +122,11 @@ class MaskedDiffusionLM(LM):
             max_new = int(gen_kwargs.pop("max_gen_toks", self.generation_kwargs.get("max_new_tokens", 64)))
             settings = {**self.generation_kwargs, "max_new_tokens": max_new}
             settings.setdefault("steps", max_new)
+            if not 1 <= max_new < self.max_length:  # a slice [-0:] would keep the whole context, past the positions
+                raise ValueError(
+                    f"`max_gen_toks` is {max_new}: it must be at least 1 and leave room for the context in "
+                    f"`max_length` ({self.max_length} tokens)."
+                )
             ids = torch.tensor([self._encode(context)[-(self.max_length - max_new) :]], dtype=torch.long)
             out = self.model.generate(ids, tokenizer=self.tokenizer, **settings)
             text = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -48,7 +48,8 @@ def prompt_use(
     """Measure whether a chat model's replies depend on their prompts.
 
     Each reply is scored (the evidence bound of [`evidence_bound`], reply tokens only) after its own prompt, then after
-    the prompt of the next conversation (a cyclic shift, so every reply meets one other prompt). Rows are formatted as
+    the prompt of the next conversation whose prompt differs (cyclically; rows sharing a prompt are skipped, so a reply
+    never meets its own prompt as the "other"). Rows are formatted as
     instruction tuning formats them ([`format_instruction_dataset`], without answer padding). A model that answers
     the question finds its replies likelier after their own prompts; one that ignores the prompt scores both alike.
     Use conversations whose replies depend on the prompt (fill in a blank, continue a sentence) and that the model
@@ -100,7 +101,9 @@ def prompt_use(
     prompts = [row["messages"][:-1] for row in rows]
     if all(prompt == prompts[0] for prompt in prompts):
         raise ValueError("Every conversation has the same prompt: there is no other prompt to compare with.")
-    shifted = [{"messages": prompts[(index + 1) % len(rows)] + row["messages"][-1:]} for index, row in enumerate(rows)]
+    shifted = [
+        {"messages": prompts[_other_prompt(prompts, index)] + row["messages"][-1:]} for index, row in enumerate(rows)
+    ]
     totals = []
     for batch in (rows, shifted):
         formatted = format_instruction_dataset(Dataset.from_list(batch), tokenizer, chat_template=chat_template)
@@ -109,6 +112,15 @@ def prompt_use(
         totals.append((sum(bound.nats for bound in bounds), sum(bound.num_tokens for bound in bounds)))
     (own, tokens), (other, _) = totals
     return PromptUse(own / max(tokens, 1), other / max(tokens, 1), tokens, len(rows))
+
+
+def _other_prompt(prompts: list[Any], index: int) -> int:
+    """The next row (cyclically) whose prompt differs from row `index`'s: a plain shift would pair a reply with its own
+    prompt wherever two neighbouring rows share one, and the gain would then depend on the rows' order."""
+    count = len(prompts)
+    return next(
+        (index + step) % count for step in range(1, count) if prompts[(index + step) % count] != prompts[index]
+    )
 
 
 __all__ = ["PromptUse", "prompt_use"]

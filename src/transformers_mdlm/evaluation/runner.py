@@ -55,6 +55,7 @@ def evaluate_model(
 
     register_pipeline()
     tasks = _check_arguments(tasks, limit, num_samples, output)
+    check_int("seed", seed, minimum=0)
     if model is None:
         model = default_model_path()
         if model is None:
@@ -100,7 +101,7 @@ def _run_task(
     progress: bool,
 ) -> dict[str, Any]:
     if task == "perplexity":
-        texts = Path(text_file).read_text(encoding="utf-8").splitlines()[:limit]
+        texts = [line for line in Path(text_file).read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
         bound = corpus_evidence_bound(pipe.model, pipe.tokenizer, texts, num_samples=num_samples, seed=seed)
         return bound.as_dict()
     if task == "xquad_tr":
@@ -114,7 +115,10 @@ def _run_task(
 def _check_arguments(tasks: Any, limit: Any, num_samples: Any, output: Any) -> list[str]:
     if isinstance(tasks, str):
         tasks = tasks.split(",")
-    tasks = [task.strip() for task in tasks if isinstance(task, str) and task.strip()]
+    for task in tasks:
+        if not isinstance(task, str):
+            raise TypeError(f"`tasks` must hold task names (strings), got {task!r}.")
+    tasks = [task.strip() for task in tasks if task.strip()]
     if not tasks:
         raise ValueError(f"`tasks` names no task; choose from {', '.join(TASKS)} or a jsonl task name.")
     check_int("limit", limit, minimum=1, optional=True)

@@ -3,8 +3,8 @@ generative QA (XQuAD-tr, exact match and F1).
 
 Multiple-choice items are scored as CETVEL and lm-evaluation-harness score them: each choice's continuation is scored
 given the item's context, and the best score wins. For a masked diffusion model the score is minus the evidence bound
-of the continuation (a lower bound on its log-likelihood, see [`evidence_bound`]); every choice of an item is scored
-with the same random numbers. Reported: `acc` (raw score), `acc_norm` (score per character of the choice, lm-eval's
+of the continuation (a lower bound on its log-likelihood, see [`evidence_bound`]); each choice draws its own masks
+(from the seed and its tokens), and a score that is not finite raises. Reported: `acc` (raw score), `acc_norm` (score per character of the choice, lm-eval's
 length normalisation) and `acc_per_token` (score per token).
 """
 
@@ -167,6 +167,7 @@ def score_multiple_choice(
             raise ValueError(f"`items[{index}]`: {problem}")
     check_int("num_samples", num_samples, minimum=2)
     check_int("seed", seed, minimum=0)
+    check_int("max_length", max_length, minimum=1, optional=True)
     if max_length is None and hasattr(model, "max_sequence_length"):
         max_length = model.max_sequence_length()
     correct = Counter()

@@ -117,8 +117,14 @@ class AnswerCheck:
 
 def check_answer(text: str, vocabulary: set[str] | None = None) -> AnswerCheck:
     """A chat answer's checks: no option letter first, at least 4 words, no word over a fifth of them, and (given a
-    corpus `vocabulary`) at least 80% of its words seen in the corpus."""
+    corpus `vocabulary`) at least 80% of its words seen in the corpus. `vocabulary` is a set of word forms as
+    [`words`] writes them (lower-cased the Turkish way), e.g. from [`corpus_vocabulary`]."""
     _check_text(text)
+    if vocabulary is not None and (isinstance(vocabulary, (str, bytes)) or not hasattr(vocabulary, "__contains__")):
+        raise TypeError(
+            f"`vocabulary` must be a set of word forms (e.g. `corpus_vocabulary(lines)`), got {type(vocabulary).__name__}"
+            " (a string would match substrings)."
+        )
     tokens = words(text)
     known = None
     if vocabulary is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -64,6 +64,10 @@ class DataCollatorForMaskedDiffusion:
     max_length: int | None = None
     truncate: bool = False
 
+    #: Whether the collator reads `prompt_length` (the SFT collator keeps prompts clean); this one masks every token,
+    #: so it refuses rows that carry one rather than train on their prompts silently.
+    reads_prompt_length: ClassVar[bool] = False
+
     def __post_init__(self) -> None:
         if getattr(self.tokenizer, "mask_token_id", None) is None:
             raise ValueError(
@@ -94,6 +98,13 @@ class DataCollatorForMaskedDiffusion:
                 raise ValueError(
                     f"Row {index} carries `labels`; the masked diffusion collator makes its own from the noise. "
                     "Remove the column (`dataset.remove_columns('labels')`)."
+                )
+            if "prompt_length" in feature and not self.reads_prompt_length:
+                raise ValueError(
+                    f"Row {index} carries `prompt_length` (an instruction row), but {type(self).__name__} masks and "
+                    "scores every token, the prompt's too. Use DataCollatorForMaskedDiffusionSFT (MaskedDiffusionTrainer "
+                    "picks it when the training rows carry `prompt_length`), or remove the column to train on whole "
+                    "texts."
                 )
         rows = [self._row(feature, index) for index, feature in enumerate(features)]
         width = max(len(row) for row in rows)
@@ -131,7 +142,7 @@ class DataCollatorForMaskedDiffusion:
     def _row(self, feature: dict[str, Any], index: int) -> list[int]:
         if "input_ids" not in feature:
             raise ValueError(f"Row {index} has no `input_ids` (keys: {sorted(feature)}). Tokenize the data first.")
-        row = [int(token) for token in feature["input_ids"]]
+        row = _token_ids(feature["input_ids"], index)
         mask = feature.get("attention_mask")
         if mask is not None:
             mask = [int(value) for value in mask]
@@ -176,6 +187,8 @@ class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
     (Diffutron's fork also scores `<pad>` filling up to a fixed length; pad the answer yourself to reproduce that).
     """
 
+    reads_prompt_length: ClassVar[bool] = True
+
     def maskable(
         self, features: Sequence[dict[str, Any]], input_ids: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor:
@@ -195,3 +208,21 @@ class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
             prompt_lengths.append(prompt_length)
         columns = torch.arange(input_ids.shape[1])[None, :]
         return real & (columns >= torch.tensor(prompt_lengths)[:, None])
+
+
+def _token_ids(ids: Any, index: int) -> list[int]:
+    """A row's `input_ids` as a list of ints; floats and booleans are refused (`int()` would truncate them silently)."""
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
+        if ids.dtype in (torch.bool, np.bool_) or not (
+            (isinstance(ids, torch.Tensor) and not ids.is_floating_point() and not ids.is_complex())
+            or (isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer))
+        ):
+            raise ValueError(f"Row {index}: `input_ids` must hold integer token ids, got a {ids.dtype} array.")
+        return [int(token) for token in ids.reshape(-1).tolist()]
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise ValueError(f"Row {index}: `input_ids` must be a list of integer token ids, got {type(ids).__name__}.")
+    row = list(ids)
+    for token in row:
+        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
+            raise ValueError(f"Row {index}: `input_ids` must hold integer token ids, got {token!r}.")
+    return [int(token) for token in row]

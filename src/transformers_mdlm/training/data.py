@@ -12,7 +12,7 @@ from datasets import Dataset, concatenate_datasets
 from transformers.utils import logging
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, validate_messages
-from ..validation import check_int
+from ..validation import check_bool, check_int
 
 logger = logging.get_logger(__name__)
 
@@ -136,6 +136,10 @@ def instruction_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     """A row as a conversation: its `messages`, or `instruction` (+ `input`) as the user turn and `output` as the reply."""
     if row.get("messages") is not None:
         return validate_messages(row["messages"])
+    for field in ("instruction", "input", "output"):
+        value = row.get(field)
+        if not isinstance(value, str) and not (field == "input" and value is None):
+            raise ValueError(f"`{field}` must be a string{' (or None)' if field == 'input' else ''}, got {value!r}.")
     user = row["instruction"]
     if row.get("input"):
         user = f"{user}\n\n{row['input']}"
@@ -175,6 +179,11 @@ def format_instruction_dataset(
     """
     _check_dataset(dataset, (("messages",), ("instruction", "output")), "instruction")
     _check_tokenizer(tokenizer)
+    check_int("max_length", max_length, minimum=1, optional=True)
+    check_bool("truncate", truncate)
+    check_bool("append_eos", append_eos)
+    if truncate and max_length is None:
+        raise ValueError("`truncate=True` cuts rows to `max_length`; pass `max_length` too.")
     if pad_answer_to is not None:
         check_int("pad_answer_to", pad_answer_to, minimum=1)
         if not append_eos:
@@ -182,7 +191,10 @@ def format_instruction_dataset(
     template = chat_template or tokenizer.chat_template or DIFFUTRON_CHAT_TEMPLATE
 
     def render(row: dict[str, Any], index: int) -> dict[str, Any]:
-        messages = instruction_messages(row)
+        try:
+            messages = instruction_messages(row)
+        except ValueError as error:
+            raise ValueError(f"Row {index}: {error}") from None
         if messages[-1]["role"] != "assistant":
             raise ValueError(f"Row {index}: the conversation must end with the assistant's reply.")
         prompt = tokenizer.apply_chat_template(

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 
 from ..model_card import lora_settings
 from ..modeling_auto import AutoModelForMaskedDiffusion
+from ..validation import check_int
 from .arguments import MaskedDiffusionTrainingArguments
 from .collators import DataCollatorForMaskedDiffusion, DataCollatorForMaskedDiffusionSFT
 from .data import format_instruction_dataset, mix_corpus_blocks, pack_dataset, tokenize_line_by_line
@@ -77,6 +78,12 @@ class RecipeArguments:
     merge_lora: bool = field(default=True, metadata={"help": "Save the merged model (else only the adapter)."})
 
     def __post_init__(self) -> None:
+        check_int("limit", self.limit, minimum=1, optional=True)  # `limit=0` would otherwise mean every row
+        check_int("block_size", self.block_size, minimum=1)
+        for name in ("tasks", "exclude_tasks"):
+            value = getattr(self, name)
+            if value is not None and not _task_names(value):
+                raise ValueError(f"`{name}` names no task: {value!r} (comma-separated `task` values).")
         if not self.replay_ratio >= 0:
             raise ValueError(
                 f"`replay_ratio` must be >= 0 (corpus blocks per instruction row), got {self.replay_ratio!r}."
@@ -125,17 +132,28 @@ def _corpus_rows(recipe: RecipeArguments, path: str, tokenizer: Any, limit: int 
     return pack_dataset(rows, tokenizer, recipe.block_size, text_column=recipe.text_column)
 
 
-def _filter_tasks(dataset: Dataset, recipe: RecipeArguments) -> Dataset:
+def _filter_tasks(dataset: Dataset, recipe: RecipeArguments, *, strict: bool = True) -> Dataset:
     if not (recipe.tasks or recipe.exclude_tasks):
         return dataset
     if "task" not in dataset.column_names:
         raise ValueError("`tasks`/`exclude_tasks` need a `task` column in the instruction data.")
-    keep = set(recipe.tasks.split(",")) if recipe.tasks else None
-    drop = set(recipe.exclude_tasks.split(",")) if recipe.exclude_tasks else set()
+    keep = _task_names(recipe.tasks) if recipe.tasks else None
+    drop = _task_names(recipe.exclude_tasks) if recipe.exclude_tasks else set()
+    present = set(dataset["task"])
+    unknown = sorted(((keep or set()) | drop) - present)
+    if unknown and strict:  # a misspelt name would otherwise keep or drop nothing, silently
+        raise ValueError(
+            f"`tasks`/`exclude_tasks` name tasks the data does not have: {unknown}; its tasks are {sorted(present)}."
+        )
     filtered = dataset.filter(lambda row: (keep is None or row["task"] in keep) and row["task"] not in drop)
     if len(filtered) == 0:
         raise ValueError(f"No rows left after filtering tasks (keep={keep}, drop={drop}).")
     return filtered
+
+
+def _task_names(value: str) -> set[str]:
+    """Comma-separated task names, spaces around them ignored (`"qa, sum"` is `{"qa", "sum"}`)."""
+    return {name.strip() for name in value.split(",") if name.strip()}
 
 
 def _model_and_tokenizer(recipe: RecipeArguments) -> tuple[Any, Any]:
@@ -219,6 +237,14 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
     """Instruction-tune on `instruction`/`input`/`output` or `messages` rows with the chat template."""
     if recipe.line_by_line and not recipe.replay_file:  # in instruction tuning it shapes the replay rows only
         raise ValueError("`line_by_line` applies to pretraining and to SFT replay rows; set `replay_file` too.")
+    if not recipe.replay_file:  # they shape the replay rows only; without them they would be ignored
+        defaults = {item.name: item.default for item in fields(RecipeArguments)}
+        ignored = [name for name in ("block_size", "text_column") if getattr(recipe, name) != defaults[name]]
+        if ignored:
+            raise ValueError(
+                f"{ignored} shape the corpus rows of pretraining and of SFT replay; instruction tuning without "
+                "`replay_file` would ignore them."
+            )
     model, tokenizer = _model_and_tokenizer(recipe)
     rows = _filter_tasks(_load_rows(recipe.train_file, recipe.limit), recipe)
     formatting = {"max_length": recipe.max_length, "truncate": recipe.truncate, "pad_answer_to": recipe.pad_answer_to}
@@ -228,7 +254,7 @@ def run_instruction_tuning(recipe: RecipeArguments, args: MaskedDiffusionTrainin
         train = mix_corpus_blocks(train, blocks, recipe.replay_ratio, seed=args.seed)
     evaluation = None
     if recipe.validation_file:
-        held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe)
+        held_out = _filter_tasks(_load_rows(recipe.validation_file, None), recipe, strict=False)
         evaluation = format_instruction_dataset(held_out, tokenizer, **formatting)
     collator = DataCollatorForMaskedDiffusionSFT(
         tokenizer=tokenizer, time_epsilon=args.time_epsilon, noise_schedule=args.noise_schedule

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
@@ -134,6 +134,12 @@ class MaskedDiffusionTrainer(Trainer):
             logger.info("The tokenizer had no chat template: Diffutron's is set on it and saved with the model.")
         if isinstance(collator, DataCollatorForMaskedDiffusion):
             collator.seed = args.seed
+            if args.dataloader_num_workers > 0 and args.dataloader_persistent_workers:
+                raise ValueError(
+                    "`dataloader_persistent_workers=True` with `dataloader_num_workers > 0`: persistent workers keep "
+                    "the copy of the collator they started with, so every epoch would draw the first epoch's noise "
+                    "(the trainer moves the collator's `epoch` in the main process). Leave persistent workers off."
+                )
             if (collator.time_epsilon, collator.noise_schedule) != (time_epsilon, noise_schedule):
                 raise ValueError(
                     "The collator's `time_epsilon`/`noise_schedule` "
@@ -163,6 +169,7 @@ class MaskedDiffusionTrainer(Trainer):
             self.add_callback(_NoiseEpochCallback(collator))
         self.scheduler_for_noise = MaskedDiffusionScheduler(schedule=noise_schedule)
         self._mask_rates: list[float] = []
+        self._eval_totals: torch.Tensor | None = None
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -206,6 +213,12 @@ class MaskedDiffusionTrainer(Trainer):
             numerator = per_row.sum()
             denominator = num_items_in_batch if num_items_in_batch is not None else num_maskable.sum().clamp_min(1)
         loss = numerator / denominator
+        if self._eval_totals is not None and not model.training:  # evaluation: the whole set's ratio, see below
+            count = labels.shape[0] if diffusion_setting(self.args, "loss_normalization") == "sequence" else None
+            self._eval_totals += torch.stack(
+                [numerator.detach().double(), torch.tensor(count, device=numerator.device).double()
+                 if count is not None else num_maskable.sum().double()]
+            )  # fmt: skip
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # the gradients are averaged across processes
         if model.training and diffusion_setting(self.args, "stop_on_nonfinite") and not bool(torch.isfinite(loss)):
@@ -352,6 +365,26 @@ class MaskedDiffusionTrainer(Trainer):
             summary["final training loss"] = losses[-1]
         return summary
 
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' loop, with `{prefix}_loss` the objective over the whole evaluation set: the sum of the loss's
+        numerators over the sum of its denominators (maskable tokens with `loss_normalization="token"`, rows with
+        `"sequence"`). transformers averages the batches' losses by rows instead, which makes a token-normalised loss
+        depend on the evaluation batch size, and with `logging_nan_inf_filter` drops batches whose loss is not finite;
+        here a NaN or inf anywhere makes the loss NaN or inf."""
+        self._eval_totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        try:
+            output = super().evaluation_loop(*args, **kwargs)
+            totals = self._eval_totals
+        finally:
+            self._eval_totals = None
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        key = f"{prefix}_loss"
+        if key in output.metrics and float(totals[1]) > 0:
+            output.metrics[key] = float(totals[0] / totals[1])
+        return output
+
     def prediction_step(
         self,
         model: torch.nn.Module,
@@ -378,10 +411,15 @@ class MaskedDiffusionTrainer(Trainer):
 
 
 def _has_column(dataset: Any, name: str) -> bool:
-    """Whether a `datasets.Dataset` (or a list of dict rows) carries `name`."""
+    """Whether a `datasets.Dataset` or `IterableDataset` (or a list of dict rows) carries `name`. An `IterableDataset`
+    whose columns are unknown (after `.map`, `column_names` is `None`) is asked for its first row, which restarts
+    nothing: each iteration of an `IterableDataset` starts from its beginning."""
     columns = getattr(dataset, "column_names", None)
     if isinstance(columns, list):
         return name in columns
+    if isinstance(dataset, IterableDataset):
+        first = next(iter(dataset), None)
+        return isinstance(first, dict) and name in first
     if isinstance(dataset, (list, tuple)) and dataset and isinstance(dataset[0], dict):
         return name in dataset[0]
     return False
