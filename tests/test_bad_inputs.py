@@ -37,7 +37,7 @@ from transformers_mdlm.evaluation.tasks import (
 from transformers_mdlm.evaluation.text_quality import check_answer
 from transformers_mdlm.model_card import build_model_card
 from transformers_mdlm.training import diffutron_lora_config
-from transformers_mdlm.training.inputs import TrainingDivergedError
+from transformers_mdlm.training.inputs import TrainingDivergedError, check_batch
 from transformers_mdlm.training.recipe import RecipeArguments, _filter_tasks, run_instruction_tuning
 
 MODEL = build_model(modernbert_config())
@@ -157,6 +157,9 @@ def _train(tmp_path, rows, **overrides):
 
 
 TRAINING = [
+    ("an id beyond the vocabulary that the noise masked", lambda tmp: check_batch(
+        small_model(), {"input_ids": torch.tensor([[20, MASK]]), "labels": torch.tensor([[-100, 500]])}),
+     ValueError, "token id 500, outside the model's vocabulary [0, 100)"),
     ("ids beyond the vocabulary", lambda tmp: _train(tmp, [[20, 500, 21]] * 8), ValueError,
      "token id 500, outside the model's vocabulary [0, 100)"),
     ("rows longer than the positions", lambda tmp: _train(tmp, [[20] * 140] * 8), ValueError,
@@ -357,6 +360,13 @@ CLI = [
     ("no task", ["eval", "--tasks", ",", "--text-file", __file__], "`tasks` names no task"),
     ("output in a missing folder", ["eval", "--tasks", "perplexity", "--text-file", __file__, "--output",
                                     "/no/such/out.json"], "does not exist"),
+    ("eval with 0 steps", ["eval", "--tasks", "xquad_tr", "--steps", "0"], "--steps must be >= 1, got 0"),
+    ("eval with 0 new tokens", ["eval", "--tasks", "xquad_tr", "--max-new-tokens", "0"],
+     "--max-new-tokens must be >= 1, got 0"),
+    ("a data file with --system", ["generate", "--input", __file__, "--output", "o.jsonl", "--system", "s"],
+     "--input takes no prompt and no --chat, --system, --json"),
+    ("a data file with --json", ["generate", "--input", __file__, "--output", "o.jsonl", "--json"],
+     "--input takes no prompt and no --chat, --system, --json"),
 ]  # fmt: skip
 
 

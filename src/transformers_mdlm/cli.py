@@ -157,8 +157,11 @@ def run_generate_dataset(args: argparse.Namespace) -> int:
     """`mdlm generate --input DATA --output OUT.jsonl`: every row, sharded over `torchrun`'s processes, resumable."""
     from .batch_generation import generate_dataset
 
-    if args.prompt or args.chat or args.save_history or args.live:
-        raise ValueError("--input takes no prompt and no --chat, --save-history or --live.")
+    if args.prompt or args.chat or args.save_history or args.live or args.system or args.json:
+        raise ValueError(
+            "--input takes no prompt and no --chat, --system, --json, --save-history or --live (each row is a plain "
+            "prompt; the results go to --output as JSON lines)."
+        )
     if not args.output:
         raise ValueError("--input needs --output (a .jsonl file).")
     if args.device is None:  # under torchrun, each process on its own device (its GPU, or the CPU)
@@ -299,7 +302,13 @@ def run_eval(args: argparse.Namespace) -> int:
     a task failed (its entry holds the error), 0 otherwise."""
     from .evaluation import evaluate_model
 
-    generation = {"max_new_tokens": args.max_new_tokens, "steps": args.steps or args.max_new_tokens}
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--steps", args.steps)):
+        if value is not None and value < 1:  # checked before the model loads (generation is used by xquad_tr only)
+            raise ValueError(f"{flag} must be >= 1, got {value}.")
+    generation = {
+        "max_new_tokens": args.max_new_tokens,
+        "steps": args.max_new_tokens if args.steps is None else args.steps,
+    }
     report = evaluate_model(
         args.model, args.tasks, data_dir=args.data_dir, split=args.split, text_file=args.text_file, limit=args.limit,
         num_samples=args.num_samples, seed=args.seed, generation=generation, output=args.output, progress=True,

@@ -13,9 +13,9 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # only Hub dataset ids go into the car
 TEMPLATE_PATH = files(__package__).joinpath("templates", "model_card.md")
 
 _GENERATION_KEYS = (
-    "max_new_tokens", "min_new_tokens", "steps", "block_length", "temperature", "top_k", "top_p", "remasking",
-    "schedule", "stochastic_transfer", "confidence_threshold", "repetition_penalty", "no_repeat_ngram_size",
-    "suppress_tokens", "cfg_scale", "stop_on_eos", "stop_strings", "mask_token_id",
+    "max_new_tokens", "min_new_tokens", "steps", "block_length", "do_sample", "temperature", "top_k", "top_p",
+    "remasking", "schedule", "stochastic_transfer", "confidence_threshold", "repetition_penalty",
+    "no_repeat_ngram_size", "suppress_tokens", "cfg_scale", "stop_on_eos", "stop_strings", "kv_cache", "mask_token_id",
 )  # fmt: skip
 
 #: The card's `library_name`: the checkpoint is a plain masked-LM one, but generating text needs this package, so the

@@ -80,10 +80,11 @@ def test_sft_recipe_replays_the_corpus(tmp_path, capsys):
     data.write_text("\n".join(json.dumps({"instruction": f"w{i}", "output": f"w{i + 1} w{i + 2}"}) for i in range(40)))
     corpus.write_text("\n".join(" ".join(f"w{(i + j) % 80}" for j in range(12)) for i in range(60)))
     epochs = {}
-    for name, extra in (("plain", []), ("replay", ["--replay_file", str(corpus), "--replay_ratio", "0.5"])):
+    replay = ["--replay_file", str(corpus), "--replay_ratio", "0.5", "--block_size", "16"]
+    for name, extra in (("plain", []), ("replay", replay)):
         out = tmp_path / name
-        assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--block_size", "16",
-                     "--output_dir", str(out), *extra, *COMMON]) == 0  # fmt: skip
+        assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--output_dir", str(out),
+                     *extra, *COMMON]) == 0  # fmt: skip
         epochs[name] = json.loads((out / "training_summary.json").read_text())["summary"]["epochs"]
     # 4 steps x 4 rows: 16 of 40 rows, or 16 of 40 + 20 blocks.
     assert epochs == {"plain": 0.4, "replay": round(16 / 60, 3)}
@@ -91,6 +92,10 @@ def test_sft_recipe_replays_the_corpus(tmp_path, capsys):
     assert main(["train", "pretrain", "--model", str(base), "--train_file", str(corpus), "--replay_file", str(corpus),
                  "--replay_ratio", "0.5", "--output_dir", str(tmp_path / "p"), *COMMON]) == 2  # fmt: skip
     assert "instruction tuning only" in capsys.readouterr().err
+    # Without replay, instruction tuning reads no corpus: a block size would be ignored, so it is refused.
+    assert main(["train", "sft", "--model", str(base), "--train_file", str(data), "--block_size", "16",
+                 "--output_dir", str(tmp_path / "s"), *COMMON]) == 2  # fmt: skip
+    assert "['block_size'] shape the corpus rows of pretraining and of SFT replay" in capsys.readouterr().err
 
 
 def test_tokenize_line_by_line_keeps_each_document_whole_in_windows():

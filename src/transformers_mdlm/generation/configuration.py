@@ -48,9 +48,10 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
 
     Args:
         max_new_tokens (`int`, *optional*, defaults to 128):
-            Number of tokens to generate after the prompt (the size of the masked canvas).
+            Number of tokens to generate after the prompt (the size of the masked canvas); 128 when neither it nor
+            `max_length` is given.
         max_length (`int`, *optional*):
-            Total length (prompt + new tokens); used only when `max_new_tokens` is `None`.
+            Total length (prompt + new tokens); used only when `max_new_tokens` is `None` (given alone, it decides).
         min_new_tokens (`int`, *optional*):
             transformers' setting: EOS (`eos_token_id`) may not be proposed in the first `min_new_tokens` positions
             after the prompt, so an answer ends no earlier. The positions after them may take EOS; with
@@ -157,7 +158,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
     def __init__(
         self,
         *,
-        max_new_tokens: int | None = 128,
+        max_new_tokens: int | None = None,
         max_length: int | None = None,
         min_new_tokens: int | None = None,
         steps: int = 128,
@@ -190,7 +191,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
     ) -> None:
         # Like transformers' own diffusion generation config, the parent's `__init__` is not called on purpose: most of
         # its attributes (beams, caches, assistants) have no meaning here.
-        self.max_new_tokens = max_new_tokens
+        # 128 new tokens unless a length is given: `max_length` alone decides the length, as in transformers (whose
+        # `max_new_tokens` default is None); given both, `max_new_tokens` wins.
+        self.max_new_tokens = 128 if max_new_tokens is None and max_length is None else max_new_tokens
         self.max_length = max_length
         self.min_new_tokens = min_new_tokens
         self.steps = steps
@@ -367,12 +370,15 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         return float(self.temperature)
 
     @classmethod
-    def from_generation_config(cls, config: GenerationConfig) -> MaskedDiffusionGenerationConfig:
+    def from_generation_config(
+        cls, config: GenerationConfig, defaults: MaskedDiffusionGenerationConfig | None = None
+    ) -> MaskedDiffusionGenerationConfig:
         """Convert a plain `transformers.GenerationConfig`, keeping the settings both share.
 
-        Only the values the plain config sets (its `to_diff_dict()`) are read. Settings that have no meaning for
-        masked diffusion decoding (beams, caches, assistants, ...) raise a `TypeError` naming them, rather than being
-        ignored.
+        Only the values the plain config sets (its `to_diff_dict()`) are read; the others come from `defaults` (the
+        model's saved generation config, as transformers' `generate` fills a passed config's unset values from it),
+        else from this class's defaults. Settings that have no meaning for masked diffusion decoding (beams, caches,
+        assistants, ...) raise a `TypeError` naming them, rather than being ignored.
         """
         if isinstance(config, cls):
             return copy.deepcopy(config)
@@ -394,6 +400,8 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
                 f"The GenerationConfig sets {', '.join(unknown)}, which masked diffusion decoding does not have. "
                 f"Shared settings: {', '.join(sorted(known))}."
             )
+        if defaults is not None:
+            return defaults.with_overrides(**values)
         return cls(**values)
 
     def fill_special_token_ids(self, source: Any) -> MaskedDiffusionGenerationConfig:

@@ -245,6 +245,8 @@ class _Denoiser:
         even in the middle of a block: the passes saved are those that would only have filled the positions after it.
         """
         config, canvas, columns = self.config, self.canvas, self.columns
+        if not canvas.new_tokens:  # infilling fills every mask: an EOS or stop string in the text ends nothing
+            return False
         check_eos = config.stop_on_eos and config.eos_token_id is not None
         if not check_eos and self.stop_strings is None:
             return False

@@ -114,7 +114,16 @@ def dual_cache_attention(
     A call without a cache (another thread decoding the same model exactly) runs the model's original attention.
     """
     if dual_cache is None:
-        return _original_attention(module)(module, query, key, value, attention_mask, **kwargs)
+        original = _original_attention(module)
+        if (
+            attention_mask is not None
+            and attention_mask.dtype == torch.bool
+            and original is not ALL_ATTENTION_FUNCTIONS["sdpa"]
+        ):
+            # The switched model builds sdpa's boolean masks; eager attention adds its mask to the scores, so it gets
+            # the additive form its own mask function (transformers' `eager_mask`) would have built.
+            attention_mask = torch.where(attention_mask, 0.0, torch.finfo(query.dtype).min).to(query.dtype)
+        return original(module, query, key, value, attention_mask, **kwargs)
     key, value, attention_mask = dual_cache.update(id(module), key, value, attention_mask)
     return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
 

@@ -18,17 +18,19 @@ def prepare_generation_config(
     *,
     special_id_sources: tuple[Any, ...],
     vocab_size: int | None,
+    model_defaults: MaskedDiffusionGenerationConfig | None = None,
 ) -> MaskedDiffusionGenerationConfig:
     """A checked copy of `base` with `kwargs` applied and its unset special ids taken from `special_id_sources`.
 
     The sources are asked in order (the tokenizer passed to the call, the model's generation config, the model's
     config), as transformers fills a passed generation config's special ids from the model. The copy is validated
-    once, here; everything after it trusts it.
+    once, here; everything after it trusts it. A plain `transformers.GenerationConfig` sets only what it sets: the rest
+    comes from `model_defaults` (the model's saved config), as in transformers' `generate`.
     """
     if base is None:
         base = MaskedDiffusionGenerationConfig()
-    if not isinstance(base, MaskedDiffusionGenerationConfig):
-        base = MaskedDiffusionGenerationConfig.from_generation_config(base)  # a plain transformers GenerationConfig
+    if not isinstance(base, MaskedDiffusionGenerationConfig):  # a plain transformers GenerationConfig
+        base = MaskedDiffusionGenerationConfig.from_generation_config(base, defaults=model_defaults)
     config = base.with_overrides(**kwargs)
     for source in special_id_sources:
         if source is not None and source is not base:
@@ -47,10 +49,38 @@ def prepare_generation_config(
     return config
 
 
+#: The generation settings a scheduler carries in its own config (a passed scheduler decides them).
+SCHEDULER_SETTINGS = ("schedule", "remasking", "stochastic_transfer", "confidence_threshold")
+
+
+def with_scheduler_settings(scheduler: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's keyword arguments with a passed scheduler's settings (`SCHEDULER_SETTINGS`) added, so that the
+    generation config that is checked and reported is what decodes (a greedy call with several return sequences is
+    refused or allowed for the scheduler's remasking). A setting of the call that differs from the scheduler's raises
+    a `ValueError` instead of being overridden silently."""
+    if scheduler is None:
+        return kwargs
+    if not isinstance(scheduler, MaskedDiffusionScheduler):
+        raise TypeError(f"`scheduler` must be a MaskedDiffusionScheduler, got {type(scheduler).__name__}.")
+    settings = {name: scheduler.config[name] for name in SCHEDULER_SETTINGS}
+    conflicts = [
+        f"{name}={kwargs[name]!r} (the scheduler's: {settings[name]!r})"
+        for name in SCHEDULER_SETTINGS
+        if name in kwargs and kwargs[name] != settings[name]
+    ]
+    if conflicts:
+        raise ValueError(
+            f"The call sets {', '.join(conflicts)}, but the `scheduler` passed decides these; set them on the scheduler "
+            "(`MaskedDiffusionScheduler(remasking=...)`) or leave the scheduler out."
+        )
+    return {**kwargs, **settings}
+
+
 def resolve_scheduler(
     scheduler: MaskedDiffusionScheduler | None, config: MaskedDiffusionGenerationConfig
 ) -> MaskedDiffusionScheduler:
-    """The scheduler passed in (its config decides the unmasking policy), or the one the generation config implies.
+    """The scheduler passed in (its config decides the unmasking policy, see [`with_scheduler_settings`]), or the one
+    the generation config implies.
 
     A scheduler keeps per-call state (`timesteps`), so a passed one is copied: concurrent calls may share it.
     """
@@ -148,4 +178,5 @@ __all__ = [
     "prepare_generation_config",
     "resolve_max_new_tokens",
     "resolve_scheduler",
+    "with_scheduler_settings",
 ]

@@ -25,6 +25,7 @@ from .inputs import (
     prepare_generation_config,
     resolve_max_new_tokens,
     resolve_scheduler,
+    with_scheduler_settings,
 )
 from .outputs import MaskedDiffusionGenerationOutput
 from .scheduling import MaskedDiffusionScheduler
@@ -120,7 +121,9 @@ class MaskedDiffusionGenerationMixin:
 
         ```
         """
-        config = self._prepare_generation_config(generation_config, tokenizer, kwargs)
+        config = self._prepare_generation_config(
+            generation_config, tokenizer, with_scheduler_settings(scheduler, kwargs)
+        )
         if config.min_new_tokens and config.eos_token_id is None:
             raise ValueError(
                 f"`min_new_tokens={config.min_new_tokens}` bans EOS early, but there is no `eos_token_id`: pass "
@@ -162,8 +165,9 @@ class MaskedDiffusionGenerationMixin:
 
         The same loop as [`generate`], but no tokens are added: blocks of `block_length` (one block when unset) tile
         each row from its first token, and each block's masks get `ceil(steps / num_blocks)` steps. As in the
-        reference implementation, EOS tokens inside the input are not attended to. `max_new_tokens` and
-        `min_new_tokens` do not apply.
+        reference implementation, EOS tokens inside the input are not attended to. `max_new_tokens`,
+        `min_new_tokens`, `stop_on_eos` and `stop_strings` do not apply (every mask is filled, whatever the text
+        holds).
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
@@ -206,7 +210,12 @@ class MaskedDiffusionGenerationMixin:
         for name in ("max_new_tokens", "min_new_tokens"):
             if kwargs.get(name) is not None:
                 logger.warning("`infill` adds no tokens: `%s` does not apply and is ignored.", name)
-        config = self._prepare_generation_config(generation_config, tokenizer, kwargs)
+        for name in ("stop_on_eos", "stop_strings"):
+            if kwargs.get(name):
+                logger.warning("`infill` fills every mask: `%s` does not apply and is ignored.", name)
+        config = self._prepare_generation_config(
+            generation_config, tokenizer, with_scheduler_settings(scheduler, kwargs)
+        )
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, None)
         input_ids, attention_mask = self._check_prompt(input_ids, attention_mask)
@@ -216,6 +225,9 @@ class MaskedDiffusionGenerationMixin:
                 "mask token where text should be filled in, or use `generate` to continue a prompt."
             )
         check_length(int(attention_mask.sum(dim=1).max()), self.max_sequence_length(), "The input")
+        if config.num_return_sequences > 1:  # as `generate`: the fillings of input i are rows i*n ... i*n + n - 1
+            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
+            attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
         canvas = infilling_canvas(input_ids, attention_mask, config, self.padding_id(config))
         return self._decode(canvas, config, scheduler, hooks, generator)
 
@@ -233,6 +245,9 @@ class MaskedDiffusionGenerationMixin:
             base,
             kwargs,
             special_id_sources=(tokenizer, self.generation_config, self.config),
+            model_defaults=saved
+            if isinstance(saved := self.generation_config, MaskedDiffusionGenerationConfig)
+            else None,
             vocab_size=getattr(self.config, "vocab_size", None),
         )
 

@@ -77,6 +77,8 @@ class MaskedDiffusionPipeline(Pipeline):
         # Generation settings given at construction apply to every call (a call's own settings override them).
         known = {*MaskedDiffusionGenerationConfig.parameter_names(), "generation_config"}
         self._default_generate_kwargs = {key: value for key, value in kwargs.items() if key in known}
+        # `return_history` also decides what decoding records, so a construction-time value must reach every call.
+        self._default_return_history = kwargs.get("return_history")
         super().__init__(*args, **kwargs)
         if self.tokenizer is None:
             raise ValueError("The masked-diffusion pipeline needs a tokenizer: pass `tokenizer=` with the model.")
@@ -109,18 +111,29 @@ class MaskedDiffusionPipeline(Pipeline):
         for name, value in flags.items():
             if value is not None:
                 check_bool(name, value)
-        generate_kwargs = {**getattr(self, "_default_generate_kwargs", {}), **generate_kwargs}
+        defaults = getattr(self, "_default_generate_kwargs", {})
+        if generate_kwargs.get("generation_config") is not None:
+            # transformers: a call's `generation_config` replaces the settings given when the pipeline was built.
+            defaults = {}
+        generate_kwargs = {**defaults, **generate_kwargs}
         base = generate_kwargs.pop("generation_config", None)
         if base is None:
             base = self.model.generation_config
-        else:  # transformers' habit: a config for this call, its missing special ids taken from the model's
-            base = MaskedDiffusionGenerationConfig.from_generation_config(base)
+        else:  # transformers' habit: a config for this call; what a plain one leaves unset comes from the model's
+            saved = self.model.generation_config
+            base = MaskedDiffusionGenerationConfig.from_generation_config(
+                base, defaults=saved if isinstance(saved, MaskedDiffusionGenerationConfig) else None
+            )
             base.fill_special_token_ids(self.model.generation_config)
         config = base.with_overrides(**generate_kwargs, return_dict_in_generate=True)
+        if return_history is None:
+            return_history = getattr(self, "_default_return_history", None)
         if return_history is not None:
             config.output_history = bool(return_history)
-        preprocess = _given(max_new_tokens=config.max_new_tokens, add_special_tokens=add_special_tokens,
-                            continue_final_message=continue_final_message)  # fmt: skip
+        preprocess = _given(add_special_tokens=add_special_tokens, continue_final_message=continue_final_message)
+        # Always this call's value, `None` included (`max_length` then decides): transformers would otherwise keep the
+        # value given at construction for the length check.
+        preprocess["max_new_tokens"] = config.max_new_tokens
         show_bar = progress_bar if progress_bar is not None else config.steps >= PROGRESS_BAR_MIN_STEPS
         forward = _given(generation_config=config, total_steps=config.steps if show_bar else None,
                          callback_on_step_end=callback_on_step_end, generator=generator)  # fmt: skip

@@ -45,7 +45,13 @@ def check_batch(model: Any, inputs: dict[str, Any]) -> None:
         shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(f"A training batch needs `input_ids` of shape (batch, length >= 1), got {shape}.")
     vocab_size, limit = model_limits(model)
-    low, high = (int(value) for value in torch.aminmax(input_ids))  # one device sync per batch
+    ids = input_ids
+    labels = inputs.get("labels")
+    if isinstance(labels, torch.Tensor) and labels.shape == input_ids.shape:
+        # The masked positions' original ids are in `labels` only: an id outside the vocabulary that the noise masked
+        # would otherwise fail inside the loss (an IndexError on the CPU, a device assert on a GPU).
+        ids = torch.where(labels == -100, input_ids, labels)
+    low, high = (int(value) for value in torch.aminmax(ids))  # one device sync per batch
     if low < 0 or (vocab_size is not None and high >= vocab_size):
         raise ValueError(
             f"The batch holds token id {low if low < 0 else high}, outside the model's vocabulary [0, {vocab_size}): "
