@@ -3,7 +3,8 @@
 Rows are sharded over the processes with accelerate's `split_between_processes`, sorted by length inside each shard
 (so that a batch pads little), generated through the pipeline and appended to a per-process part file as each batch
 finishes. The main process then merges the parts into the output file in input order. A rerun skips every row whose
-id is already written (in the output or in a part file), so a killed run resumes where it stopped.
+id is already written (in the output or in a part file), so a killed run resumes where it stopped; an output written
+for another input (an id whose input differs, or one the input lacks) raises instead of being kept.
 
 Example:
 
@@ -17,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Sequence
@@ -95,7 +97,8 @@ def generate_dataset(
         raise FileNotFoundError(f"`output`: the folder {output.resolve().parent} does not exist.")
     rows = load_rows(source, column, id_column)
     state = process_state()
-    done = _written_ids(output)
+    done = _written_inputs(output)
+    _check_written(done, rows, output)
     state.wait_for_everyone()  # every process reads what earlier runs wrote before any process writes anew
     pending = [index for index, row in enumerate(rows) if json.dumps(row["id"]) not in done]
     generated = 0
@@ -153,7 +156,7 @@ def _part_path(output: Path, rank: int) -> Path:
 
 
 def _parts(output: Path) -> list[Path]:
-    return sorted(output.parent.glob(f"{output.name}.part-*"))
+    return sorted(output.parent.glob(f"{glob.escape(output.name)}.part-*"))  # a name may hold `[`, `*` or `?`
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -171,12 +174,28 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _written_ids(output: Path) -> set[str]:
-    """Ids already written: in the output, or in the part file of any earlier process (whatever their number)."""
-    ids = {json.dumps(record["id"]) for record in _read_records(output)}
+def _written_inputs(output: Path) -> dict[str, Any]:
+    """Ids already written, with the input each was written for: in the output, or in the part file of any earlier
+    process (whatever their number)."""
+    written = {json.dumps(record["id"]): record.get("input") for record in _read_records(output)}
     for part in _parts(output):
-        ids.update(json.dumps(record["id"]) for record in _read_records(part))
-    return ids
+        written.update((json.dumps(record["id"]), record.get("input")) for record in _read_records(part))
+    return written
+
+
+def _check_written(written: dict[str, Any], rows: Sequence[dict[str, Any]], output: Path) -> None:
+    """A resume must continue the same job: an id written for another input, or one the input no longer has, means
+    `output` belongs to another input file (ids default to row numbers), whose answers would be kept as this one's."""
+    inputs = {json.dumps(row["id"]): row["input"] for row in rows}
+    changed = [key for key, text in written.items() if key in inputs and text != inputs[key]]
+    missing = [key for key in written if key not in inputs]
+    if changed or missing:
+        what = (f"ids {', '.join(changed[:3])} were written for other inputs" if changed
+                else f"ids {', '.join(missing[:3])} are not in the input")  # fmt: skip
+        raise ValueError(
+            f"`output` {output} (or its part files) holds answers of another job: {what}. A rerun resumes the same "
+            "input only; write to a new output, or delete the old one (and its .part-* files) to start again."
+        )
 
 
 def _merge(rows: Sequence[dict[str, Any]], output: Path) -> None:

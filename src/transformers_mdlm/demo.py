@@ -108,8 +108,7 @@ def build_demo(pipe: Any) -> Any:
             send = gr.Button("Send", elem_id="mdlm-send")
 
             def chat(text: str, history: list, *values: Any) -> Iterator[tuple[list, str, str]]:
-                history = list(history or [])
-                conversation = [*history, {"role": "user", "content": text}]
+                conversation = [*_plain_messages(history), {"role": "user", "content": text}]
                 for kind, value in stream_denoising(pipe, conversation, return_full_text=False, **_settings(*values)):
                     if kind == "frame":
                         yield [*conversation, {"role": "assistant", "content": "…"}], value, ""
@@ -134,6 +133,22 @@ def build_demo(pipe: Any) -> Any:
 
             fill.click(infill, [text, *controls], [filled_canvas])
     return demo
+
+
+def _plain_messages(history: Any) -> list[dict[str, str]]:
+    """The chatbot's history as `{"role", "content"}` messages with string contents: Gradio 6 hands each message
+    back with `metadata`/`options` and its content as a list of parts (`[{"type": "text", "text": ...}]`)."""
+    messages = []
+    for message in history or []:
+        content = message.get("content")
+        if isinstance(content, (list, tuple)):
+            content = "".join(
+                part.get("text", "") if isinstance(part, dict) else str(part)
+                for part in content
+                if not isinstance(part, dict) or part.get("type", "text") == "text"
+            )
+        messages.append({"role": message.get("role"), "content": content})
+    return messages
 
 
 __all__ = ["build_demo", "canvas_html", "stream_denoising"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # only Hub dataset ids go into the card's metadata
+_HUB_SEGMENTS = re.compile(r"[\w.-]+(/[\w.-]+)?")  # an explicit `hub_id` may be a canonical name ("wikitext")
+_DATA_FILE_SUFFIXES = {".json", ".jsonl", ".txt", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".zip", ".bz2"}
 
 TEMPLATE_PATH = files(__package__).joinpath("templates", "model_card.md")
 
@@ -38,12 +42,16 @@ def lora_settings(model: Any) -> dict[str, Any] | None:
     """The LoRA settings of a peft model, as the model card lists them (`None` for a plain model)."""
     if not hasattr(model, "peft_config"):
         return None
-    adapter = next(iter(model.peft_config.values()))
+    active = getattr(model, "active_adapter", None)  # the adapter in use, not the first one loaded
+    adapter = model.peft_config.get(active) if isinstance(active, str) else None
+    adapter = adapter or next(iter(model.peft_config.values()))
+    targets = adapter.target_modules
     return {
         "r": adapter.r,
         "alpha": adapter.lora_alpha,
         "dropout": adapter.lora_dropout,
-        "target modules": ", ".join(sorted(adapter.target_modules)),
+        # peft takes a list of names or one regular expression (a string), which must not be split into characters
+        "target modules": targets if isinstance(targets, str) else ", ".join(sorted(targets)),
     }
 
 
@@ -65,10 +73,32 @@ def _dataset_entries(datasets: Any) -> list[dict[str, str]]:
     return entries
 
 
+def _tag_list(tags: Any) -> list[str]:
+    """`tags` as a list: one tag as a string (as transformers' `push_to_hub(tags=...)` takes it) or a list of them."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        return [tags]
+    if not isinstance(tags, (list, tuple, set)) or not all(isinstance(tag, str) for tag in tags):
+        raise TypeError(f"`tags` must be a string or a list of strings, got {tags!r}.")
+    return list(tags)
+
+
 def _hub_ids(datasets: list[dict[str, str]]) -> list[str]:
-    """The Hub ids among the datasets (an entry's `hub_id`, or its name when that is one), for the metadata."""
-    ids = [item.get("hub_id") or item["name"] for item in datasets]
-    return list(dict.fromkeys(name for name in ids if _HUB_ID.fullmatch(name)))
+    """The Hub ids among the datasets, for the metadata: an entry's `hub_id` (`"wikitext"` too), or its name when that
+    has the `owner/name` form and is not a local path (`data/train.jsonl` is a file, not a Hub dataset)."""
+    ids = []
+    for item in datasets:
+        if item.get("hub_id"):
+            if _HUB_SEGMENTS.fullmatch(item["hub_id"]):
+                ids.append(item["hub_id"])
+        elif _HUB_ID.fullmatch(item["name"]) and not _looks_like_a_path(item["name"]):
+            ids.append(item["name"])
+    return list(dict.fromkeys(ids))
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return os.path.exists(name) or name.startswith(".") or Path(name).suffix.lower() in _DATA_FILE_SUFFIXES
 
 
 def _eval_results(rows: Any) -> list[EvalResult]:
@@ -143,7 +173,7 @@ def build_model_card(
         pipeline_tag="text-generation",
         base_model=base_model,
         datasets=_hub_ids(datasets) or None,
-        tags=sorted({"masked-diffusion", "mdlm", "transformers-mdlm", *(tags or [])}),
+        tags=sorted({"masked-diffusion", "mdlm", "transformers-mdlm", *_tag_list(tags)}),
         model_name=name if results else None,
         eval_results=results or None,
     )

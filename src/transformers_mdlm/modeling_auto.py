@@ -92,8 +92,14 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
                 "(`base_model_name_or_path` in adapter_config.json)."
             )
         base_kwargs = {k: v for k, v in kwargs.items() if k not in ("revision", "subfolder")}
+        if peft_config.revision:  # the base model's revision the adapter was trained on, as peft's AutoPeftModel reads
+            base_kwargs["revision"] = peft_config.revision
         base_name = resolve_model_name(peft_config.base_model_name_or_path)  # an alias, e.g. the embedded model's
         base_model = super().from_pretrained(base_name, *model_args, **base_kwargs)
+        tuned = _adapter_generation_config(cls, pretrained_model_name_or_path, hub_kwargs)
+        if tuned is not None:  # decoding settings saved beside the adapter win over the base model's
+            base_model.generation_config = tuned
+            base_model.generation_config.fill_special_token_ids(base_model.config)
         return PeftModel.from_pretrained(
             base_model,
             pretrained_model_name_or_path,
@@ -101,6 +107,22 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
             is_trainable=is_trainable,
             **hub_kwargs,
         )
+
+
+def _adapter_generation_config(cls: Any, name_or_path: Any, hub_kwargs: dict[str, Any]) -> Any:
+    """The `generation_config.json` saved next to an adapter (the pipeline's `save_pretrained` writes one), or `None`
+    when there is none."""
+    from .generation import MaskedDiffusionGenerationConfig
+
+    local = os.path.isdir(name_or_path)
+    if local and not os.path.isfile(
+        os.path.join(name_or_path, hub_kwargs.get("subfolder", "") or "", "generation_config.json")
+    ):
+        return None
+    try:
+        return MaskedDiffusionGenerationConfig.from_pretrained(name_or_path, **hub_kwargs)
+    except OSError:  # no such file in the adapter's repository
+        return None
 
 
 def _load_naming_the_file(load: Any, name_or_path: Any, model_args: tuple, kwargs: dict[str, Any]) -> Any:

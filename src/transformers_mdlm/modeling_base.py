@@ -134,6 +134,11 @@ class MaskedDiffusionModelMixin(MaskedDiffusionGenerationMixin):
 
         from .model_card import build_model_card
 
+        if model_card is not None and card_kwargs:
+            raise TypeError(
+                f"{sorted(card_kwargs)} build the model card, but `model_card=` is given and would be uploaded as it "
+                "is: pass one or the other."
+            )
         api = HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         card = model_card if model_card is not None else build_model_card(self, repo_id=repo_id, **card_kwargs)

@@ -160,14 +160,19 @@ def render_html(
     page = _HTML.format(
         title=html.escape(title),
         last=len(history) - 1,
-        frames=json.dumps([text.strip() for text in history], ensure_ascii=False),
-        mask=json.dumps(mask_token),
+        frames=_script_json([text.strip() for text in history]),
+        mask=_script_json(mask_token),
         glyph=MASK_GLYPH,
         frame_ms=frame_ms,
     )
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(page)
     return len(history)
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a `<script>` element: a generated `</script>` (or `<!--`) would otherwise end the script."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def render_denoising(history: Sequence[str], path: str | os.PathLike, **kwargs: Any) -> int:

@@ -96,3 +96,49 @@ def test_the_cards_usage_snippet_runs_as_written(tiny_model_dir, tmp_path, which
     assert isinstance(namespace["result"], list) and "generated_text" in namespace["result"][0]
     metadata = text.split("---\n")[1]
     assert "library_name: transformers-mdlm" in metadata and "library_name: transformers\n" not in metadata
+
+
+def test_push_to_hub_takes_one_tag_as_a_string_and_refuses_card_arguments_with_a_card():
+    model = small_model()
+    with mock_hub() as hub:
+        model.push_to_hub("tester/x", tags="turkish")
+        card = hub.files("tester/x")["README.md"].decode()
+        metadata = card.split("---")[1]
+        assert "- turkish" in metadata and "\n- t\n" not in metadata  # was split into letters
+        with pytest.raises(TypeError, match=r"\['license'\] build the model card, but `model_card=` is given"):
+            model.push_to_hub("tester/x", model_card=build_model_card(model), license="apache-2.0")
+    with pytest.raises(TypeError, match="`tags` must be a string or a list of strings"):
+        build_model_card(model, tags=[1])
+
+
+def test_card_datasets_keep_hub_ids_and_leave_out_local_paths():
+    card = str(build_model_card(small_model(), datasets=["data/train.jsonl", "./corpus", "org/turkish", "My corpus",
+                                                         {"name": "WikiText", "hub_id": "wikitext"}]))  # fmt: skip
+    metadata = card.split("---")[1]
+    assert "- org/turkish" in metadata and "- wikitext" in metadata
+    assert "train.jsonl" not in metadata and "./corpus" not in metadata
+
+
+def test_the_lora_table_names_the_active_adapter_and_keeps_a_regex_whole():
+    from peft import LoraConfig
+
+    model = add_lora(small_model(), LoraConfig(r=2, lora_alpha=4, target_modules=["Wqkv"]))
+    model.add_adapter("tuned", LoraConfig(r=8, lora_alpha=16, target_modules=["Wo"]))
+    model.set_adapter("tuned")
+    card = str(build_model_card(model))
+    assert "| r | 8 |" in card and "| alpha | 16 |" in card and "| target modules | Wo |" in card
+    regex = add_lora(small_model(), LoraConfig(r=2, target_modules=r".*\.attn\.Wqkv"))
+    assert "| target modules | .*\\.attn\\.Wqkv |" in str(build_model_card(regex))
+
+
+def test_the_trainers_card_names_its_base_its_dataset_tags_and_its_repository(tmp_path):
+    model = small_model()
+    model.config._name_or_path = "diffutron/DiffutronLM-0.3B-Base"  # as loaded from the Hub
+    trainer = MaskedDiffusionTrainer(model=model, args=args(tmp_path, max_steps=1), train_dataset=counting_dataset(8),
+                                     processing_class=make_tiny_tokenizer())  # fmt: skip
+    trainer.create_model_card(dataset_tags="wikitext", dataset="WikiText")
+    metadata = (tmp_path / "out" / "README.md").read_text().split("---")[1]
+    assert "base_model: diffutron/DiffutronLM-0.3B-Base" in metadata and "- wikitext" in metadata
+    trainer.hub_model_id = "tester/out"  # what `push_to_hub` sets before it writes the card
+    trainer.create_model_card()
+    assert 'model="tester/out"' in (tmp_path / "out" / "README.md").read_text()

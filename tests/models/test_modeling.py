@@ -151,6 +151,33 @@ def test_a_peft_adapter_folder_loads_onto_its_base(tmp_path):
     assert torch.equal(merged.generate(ids, **settings), with_adapter)
 
 
+def test_an_adapter_loads_the_base_revision_it_names_and_its_own_decoding_settings(tmp_path, monkeypatch):
+    from transformers import pipeline
+    from transformers.models.auto import auto_factory
+
+    from conftest import make_tiny_tokenizer
+
+    build_model(modernbert_config()).save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "base"),
+                                LoraConfig(r=2, target_modules=["Wqkv"], revision="v1.0"))  # fmt: skip
+    peft_model.get_base_model().generation_config.update(steps=16, max_new_tokens=16, temperature=0.7)
+    pipe = pipeline("masked-diffusion", model=peft_model, tokenizer=make_tiny_tokenizer())
+    pipe.save_pretrained(tmp_path / "adapter")  # writes generation_config.json beside the adapter
+    assert (tmp_path / "adapter" / "generation_config.json").is_file()
+    seen = []
+    original = auto_factory._BaseAutoModelClass.from_pretrained.__func__
+
+    def spy(cls, name, *args, **kwargs):
+        seen.append(kwargs.get("revision"))
+        return original(cls, name, *args, **kwargs)
+
+    monkeypatch.setattr(auto_factory._BaseAutoModelClass, "from_pretrained", classmethod(spy))
+    loaded = AutoModelForMaskedDiffusion.from_pretrained(tmp_path / "adapter")
+    assert seen == ["v1.0"]  # peft's AutoPeftModel passes the adapter's base revision too
+    config = loaded.get_base_model().generation_config
+    assert (config.steps, config.max_new_tokens, config.temperature) == (16, 16, 0.7)
+
+
 def test_register_a_new_architecture():
     from transformers import ElectraConfig, ElectraForMaskedLM
 

@@ -116,3 +116,27 @@ def test_two_processes_and_a_killed_run_give_the_one_process_file(tiny_model_dir
     assert 8 <= part.read_text().count("\n") < 240 and not output.exists()
     _run(_cli(tiny_model_dir, source, output))
     assert output.read_text() == one
+
+
+def test_a_rerun_on_another_input_raises_instead_of_keeping_the_old_answers(pipe, tmp_path):
+    # Ids default to row numbers: an edited input (or another file) written to the same output had every row
+    # "skipped", and the output kept the old prompts' answers.
+    source, output = tmp_path / "prompts.txt", tmp_path / "answers.jsonl"
+    source.write_text("w1 w2 w3\nw4 w5 w6\n")
+    generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)
+    source.write_text("w50 w51 w52\nw60 w61 w62\n")
+    with pytest.raises(ValueError, match="holds answers of another job: ids 0, 1 were written for other inputs"):
+        generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)
+    source.write_text("w1 w2 w3\n")  # a row fewer: id 1 is no longer in the input
+    with pytest.raises(ValueError, match="ids 1 are not in the input"):
+        generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)
+
+
+def test_an_output_name_with_glob_characters_merges_its_parts(pipe, tmp_path):
+    source, output = tmp_path / "prompts.txt", tmp_path / "answers[v2].jsonl"
+    source.write_text("\n".join(_prompts(3)) + "\n")
+    summary = generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)
+    assert summary["generated"] == 3
+    assert len(output.read_text().splitlines()) == 3  # was 0: the parts were never found
+    assert not list(tmp_path.glob("*.part-*"))
+    assert generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)["skipped"] == 3

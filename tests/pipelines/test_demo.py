@@ -121,3 +121,14 @@ def _wait_for(find, seconds: float = 30):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_the_chat_takes_gradio_6_histories_whose_contents_are_lists_of_parts():
+    # Gradio 6 hands the history back as messages with `metadata`/`options` and content parts; the second turn of
+    # every conversation failed ("Message 0 must have a string 'content', got list").
+    from transformers_mdlm.demo import _plain_messages
+
+    history = gradio.Chatbot().preprocess(gradio.Chatbot().postprocess(
+        [{"role": "user", "content": "w1 w2"}, {"role": "assistant", "content": "w3"}]))  # fmt: skip
+    assert _plain_messages(history) == [{"role": "user", "content": "w1 w2"}, {"role": "assistant", "content": "w3"}]
+    assert _plain_messages([{"role": "user", "content": "w1"}]) == [{"role": "user", "content": "w1"}]

@@ -303,6 +303,8 @@ class MaskedDiffusionPipeline(Pipeline):
             raise ValueError(f"`save_directory` ({save_directory}) must be a directory, not a file.")
         os.makedirs(save_directory, exist_ok=True)
         self.model.save_pretrained(save_directory, **kwargs)
+        if hasattr(self.model, "get_base_model"):  # peft writes the adapter only: keep the decoding settings beside it
+            self.model.get_base_model().generation_config.save_pretrained(save_directory)
         self.tokenizer.save_pretrained(save_directory, **kwargs)
 
     # ------------------------------------------------------------------ helpers

@@ -327,12 +327,19 @@ class MaskedDiffusionTrainer(Trainer):
         del dataset_args  # transformers uses it for the dataset's configuration name; the card has no field for it
         datasets = list(card_kwargs.pop("datasets", None) or [])
         named = {entry["name"] if isinstance(entry, dict) else entry for entry in datasets}
-        for name in [*_as_list(dataset_tags), *_as_list(dataset)]:
-            if name not in named:
-                datasets.append({"name": name})
-                named.add(name)
+        # `dataset_tags` are Hub ids (transformers writes them into the card's metadata), `dataset` a display name.
+        tagged = [{"name": name, "hub_id": name} for name in _as_list(dataset_tags)]
+        for entry in [*tagged, *({"name": name} for name in _as_list(dataset))]:
+            if entry["name"] not in named:
+                datasets.append(entry)
+                named.add(entry["name"])
+        if finetuned_from is None:  # as transformers: the model's own Hub id, unless it was loaded from a folder
+            inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            source = getattr(inner.config, "_name_or_path", None)
+            finetuned_from = source if source and not os.path.isdir(source) else None
         card_kwargs = {key: value for key, value in card_kwargs.items() if value is not None}
-        card_kwargs.setdefault("repo_id", self.args.hub_model_id or model_name)
+        # The repository the card's snippet names: the one `push_to_hub` pushes to (transformers' `hub_model_id`).
+        card_kwargs.setdefault("repo_id", getattr(self, "hub_model_id", None) or self.args.hub_model_id or model_name)
         card_kwargs["training"] = {**self.training_summary(), **card_kwargs.get("training", {})}
         card = build_model_card(
             self.model,
