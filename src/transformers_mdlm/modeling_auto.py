@@ -96,7 +96,7 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
             base_kwargs["revision"] = peft_config.revision
         base_name = resolve_model_name(peft_config.base_model_name_or_path)  # an alias, e.g. the embedded model's
         base_model = super().from_pretrained(base_name, *model_args, **base_kwargs)
-        tuned = _adapter_generation_config(cls, pretrained_model_name_or_path, hub_kwargs)
+        tuned = _adapter_generation_config(pretrained_model_name_or_path, hub_kwargs)
         if tuned is not None:  # decoding settings saved beside the adapter win over the base model's
             base_model.generation_config = tuned
             base_model.generation_config.fill_special_token_ids(base_model.config)
@@ -109,7 +109,7 @@ class AutoModelForMaskedDiffusion(_BaseAutoModelClass):
         )
 
 
-def _adapter_generation_config(cls: Any, name_or_path: Any, hub_kwargs: dict[str, Any]) -> Any:
+def _adapter_generation_config(name_or_path: Any, hub_kwargs: dict[str, Any]) -> Any:
     """The `generation_config.json` saved next to an adapter (the pipeline's `save_pretrained` writes one), or `None`
     when there is none."""
     from .generation import MaskedDiffusionGenerationConfig

@@ -95,8 +95,8 @@ def test_a_setting_that_contradicts_the_passed_scheduler_raises():
     with pytest.raises(ValueError, match=r"remasking='random' \(the scheduler's: 'low_confidence'\)"):
         model.generate(ids, remasking="random", scheduler=MaskedDiffusionScheduler(), max_new_tokens=4, steps=2)
     # The scheduler's random remasking is what decodes, so several greedy sequences are not identical: allowed.
-    out = model.generate(ids.repeat(1, 1), scheduler=MaskedDiffusionScheduler(remasking="random"),
-                         num_return_sequences=3, max_new_tokens=6, steps=6, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    out = model.generate(ids, scheduler=MaskedDiffusionScheduler(remasking="random"), num_return_sequences=3,
+                         max_new_tokens=6, steps=6, generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert out.shape == (3, 9) and len({tuple(row) for row in out.tolist()}) > 1
 
 

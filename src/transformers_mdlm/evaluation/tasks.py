@@ -4,8 +4,8 @@ generative QA (XQuAD-tr, exact match and F1).
 Multiple-choice items are scored as CETVEL and lm-evaluation-harness score them: each choice's continuation is scored
 given the item's context, and the best score wins. For a masked diffusion model the score is minus the evidence bound
 of the continuation (a lower bound on its log-likelihood, see [`evidence_bound`]); each choice draws its own masks
-(from the seed and its tokens), and a score that is not finite raises. Reported: `acc` (raw score), `acc_norm` (score per character of the choice, lm-eval's
-length normalisation) and `acc_per_token` (score per token).
+(from the seed and its tokens), and a score that is not finite raises. Reported: `acc` (raw score), `acc_norm` (score
+per character of the choice, lm-eval's length normalisation) and `acc_per_token` (score per token).
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def check_answer(text: str, vocabulary: set[str] | None = None) -> AnswerCheck:
     _check_text(text)
     if vocabulary is not None and (isinstance(vocabulary, (str, bytes)) or not hasattr(vocabulary, "__contains__")):
         raise TypeError(
-            f"`vocabulary` must be a set of word forms (e.g. `corpus_vocabulary(lines)`), got {type(vocabulary).__name__}"
-            " (a string would match substrings)."
+            "`vocabulary` must be a set of word forms (e.g. `corpus_vocabulary(lines)`), got "
+            f"{type(vocabulary).__name__} (a string would match substrings)."
         )
     tokens = words(text)
     known = None

@@ -70,8 +70,8 @@ def with_scheduler_settings(scheduler: Any, kwargs: dict[str, Any]) -> dict[str,
     ]
     if conflicts:
         raise ValueError(
-            f"The call sets {', '.join(conflicts)}, but the `scheduler` passed decides these; set them on the scheduler "
-            "(`MaskedDiffusionScheduler(remasking=...)`) or leave the scheduler out."
+            f"The call sets {', '.join(conflicts)}, but the `scheduler` passed decides these; set them on the "
+            "scheduler (`MaskedDiffusionScheduler(remasking=...)`) or leave the scheduler out."
         )
     return {**kwargs, **settings}
 

@@ -102,9 +102,9 @@ class DataCollatorForMaskedDiffusion:
             if "prompt_length" in feature and not self.reads_prompt_length:
                 raise ValueError(
                     f"Row {index} carries `prompt_length` (an instruction row), but {type(self).__name__} masks and "
-                    "scores every token, the prompt's too. Use DataCollatorForMaskedDiffusionSFT (MaskedDiffusionTrainer "
-                    "picks it when the training rows carry `prompt_length`), or remove the column to train on whole "
-                    "texts."
+                    "scores every token, the prompt's too. Use DataCollatorForMaskedDiffusionSFT "
+                    "(MaskedDiffusionTrainer picks it when the training rows carry `prompt_length`), or remove the "
+                    "column to train on whole texts."
                 )
         rows = [self._row(feature, index) for index, feature in enumerate(features)]
         width = max(len(row) for row in rows)
