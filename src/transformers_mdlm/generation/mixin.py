@@ -133,9 +133,7 @@ class MaskedDiffusionGenerationMixin:
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, streamer)
         stop_strings = StopStringMatcher(tokenizer, config.stop_strings) if config.stop_strings else None
         input_ids, attention_mask = self._check_prompt(input_ids, attention_mask)
-        if config.num_return_sequences > 1:  # as transformers: the answers of prompt i are rows i*n ... i*n + n - 1
-            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
-            attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
+        input_ids, attention_mask = _repeat_rows(input_ids, attention_mask, config.num_return_sequences)
         max_new_tokens = resolve_max_new_tokens(config, input_ids.shape[1])
         longest = int(attention_mask.sum(dim=1).max()) + max_new_tokens
         check_length(
@@ -225,9 +223,7 @@ class MaskedDiffusionGenerationMixin:
                 "mask token where text should be filled in, or use `generate` to continue a prompt."
             )
         check_length(int(attention_mask.sum(dim=1).max()), self.max_sequence_length(), "The input")
-        if config.num_return_sequences > 1:  # as `generate`: the fillings of input i are rows i*n ... i*n + n - 1
-            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
-            attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
+        input_ids, attention_mask = _repeat_rows(input_ids, attention_mask, config.num_return_sequences)
         canvas = infilling_canvas(input_ids, attention_mask, config, self.padding_id(config))
         return self._decode(canvas, config, scheduler, hooks, generator)
 
@@ -245,8 +241,8 @@ class MaskedDiffusionGenerationMixin:
             base,
             kwargs,
             special_id_sources=(tokenizer, self.generation_config, self.config),
-            model_defaults=saved
-            if isinstance(saved := self.generation_config, MaskedDiffusionGenerationConfig)
+            model_defaults=self.generation_config
+            if isinstance(self.generation_config, MaskedDiffusionGenerationConfig)
             else None,
             vocab_size=getattr(self.config, "vocab_size", None),
         )
@@ -322,6 +318,16 @@ class MaskedDiffusionGenerationMixin:
             return sequences
         history = tuple(result.history) if result.history is not None else None
         return MaskedDiffusionGenerationOutput(sequences=sequences, nfe=result.nfe, history=history)
+
+
+def _repeat_rows(
+    input_ids: torch.LongTensor, attention_mask: torch.LongTensor, count: int
+) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Each row `count` times in a row, as transformers expands inputs for `num_return_sequences`: the outputs of
+    input `i` are rows `i * count ... i * count + count - 1`."""
+    if count == 1:
+        return input_ids, attention_mask
+    return input_ids.repeat_interleave(count, dim=0), attention_mask.repeat_interleave(count, dim=0)
 
 
 __all__ = ["MaskedDiffusionGenerationMixin"]

@@ -214,11 +214,9 @@ class MaskedDiffusionTrainer(Trainer):
             denominator = num_items_in_batch if num_items_in_batch is not None else num_maskable.sum().clamp_min(1)
         loss = numerator / denominator
         if self._eval_totals is not None and not model.training:  # evaluation: the whole set's ratio, see below
-            count = labels.shape[0] if diffusion_setting(self.args, "loss_normalization") == "sequence" else None
-            self._eval_totals += torch.stack(
-                [numerator.detach().double(), torch.tensor(count, device=numerator.device).double()
-                 if count is not None else num_maskable.sum().double()]
-            )  # fmt: skip
+            by_rows = diffusion_setting(self.args, "loss_normalization") == "sequence"
+            count = num_maskable.new_tensor(labels.shape[0]) if by_rows else num_maskable.sum()
+            self._eval_totals += torch.stack([numerator.detach().double(), count.double().to(numerator.device)])
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # the gradients are averaged across processes
         if model.training and diffusion_setting(self.args, "stop_on_nonfinite") and not bool(torch.isfinite(loss)):
