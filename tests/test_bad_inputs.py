@@ -96,6 +96,8 @@ PIPELINE = [
     ("an empty list", lambda: _pipe()([], **SHORT), ValueError, "empty list"),
     ("a string for a flag", lambda: _pipe()("w1", return_full_text="no", **SHORT), TypeError,
      "`return_full_text` must be True or False, got 'no'"),
+    ("new text as token ids", lambda: _pipe()("w1", return_full_text=False, return_tensors=True, **SHORT),
+     ValueError, "`return_full_text` is mutually exclusive with `return_tensors`"),  # as transformers' text-generation
     ("a number for a flag", lambda: _pipe()("w1", continue_final_message=1, **SHORT), TypeError,
      "`continue_final_message` must be True or False"),
 ]  # fmt: skip

@@ -31,8 +31,8 @@ def test_a_plain_generation_config_keeps_the_models_saved_settings():
     )
     assert (converted.max_new_tokens, converted.top_k, converted.repetition_penalty) == (7, 20, 1.3)
     pipe = pipeline("masked-diffusion", model=model, tokenizer=make_tiny_tokenizer())
-    answer = pipe("w1 w2", generation_config=GenerationConfig(top_k=20), return_tensors=True, return_full_text=False)
-    assert len(answer[0]["generated_token_ids"]) <= 5
+    answer = pipe("w1 w2", generation_config=GenerationConfig(top_k=20), return_tensors=True)
+    assert len(answer[0]["generated_token_ids"]) <= 2 + 5
 
 
 def test_a_calls_generation_config_replaces_the_pipelines_construction_settings():
@@ -40,9 +40,9 @@ def test_a_calls_generation_config_replaces_the_pipelines_construction_settings(
     pipe = pipeline("masked-diffusion", model=build_model(modernbert_config()), tokenizer=tokenizer,
                     max_new_tokens=4, steps=4)  # fmt: skip
     config = MaskedDiffusionGenerationConfig(max_new_tokens=12, steps=12, mask_token_id=MASK)
-    out = pipe("w1", generation_config=config, return_full_text=False, return_tensors=True)
-    assert len(out[0]["generated_token_ids"]) == 12
-    assert len(pipe("w1", return_full_text=False, return_tensors=True)[0]["generated_token_ids"]) == 4
+    out = pipe("w1", generation_config=config, return_tensors=True)
+    assert len(out[0]["generated_token_ids"]) == 1 + 12
+    assert len(pipe("w1", return_tensors=True)[0]["generated_token_ids"]) == 1 + 4
 
 
 def test_max_length_alone_decides_the_length():
@@ -55,8 +55,8 @@ def test_max_length_alone_decides_the_length():
                           ).shape == (1, 8)  # fmt: skip
     # The pipeline's length check used the `max_new_tokens` of its construction (128: "131 tokens, more than 128").
     pipe = pipeline("masked-diffusion", model=model, tokenizer=make_tiny_tokenizer())
-    out = pipe("w1 w2 w3", max_length=10, steps=4, return_tensors=True, return_full_text=False)
-    assert len(out[0]["generated_token_ids"]) <= 7
+    out = pipe("w1 w2 w3", max_length=10, steps=4, return_tensors=True)
+    assert len(out[0]["generated_token_ids"]) <= 10
 
 
 def test_return_history_given_at_construction_records_the_history():

@@ -111,6 +111,9 @@ class MaskedDiffusionPipeline(Pipeline):
         for name, value in flags.items():
             if value is not None:
                 check_bool(name, value)
+        if return_full_text is not None and return_tensors is not None:
+            # transformers' text-generation refuses the pair: token ids always hold the prompt and the answer.
+            raise ValueError("`return_full_text` is mutually exclusive with `return_tensors`")
         defaults = getattr(self, "_default_generate_kwargs", {})
         if generate_kwargs.get("generation_config") is not None:
             # transformers: a call's `generation_config` replaces the settings given when the pipeline was built.
