@@ -247,6 +247,9 @@ EVALUATION = [
         _task_file(tmp, GOOD, "", "{oops")), ValueError, "mc_validation.jsonl, line 3: not valid JSON"),
     ("an EXAMS row without choices", lambda tmp: MULTIPLE_CHOICE_TASKS["exams_tr"].load(
         _task_file(tmp, {"question": "q", "label": 0}, name="exams_tr")), ValueError, "has no 'choices'"),
+    ("an XCOPA question other than cause/effect", lambda tmp: MULTIPLE_CHOICE_TASKS["xcopa_tr"].load(_task_file(
+        tmp, {"premise": "p.", "choice1": "a", "choice2": "b", "question": "Cause", "label": 0}, name="xcopa_tr")),
+     ValueError, "line 1: `question` must be 'cause' or 'effect', got 'Cause'"),
     ("XQuAD without answers", lambda tmp: load_xquad(_task_file(tmp, {"context": "c", "question": "q"},
                                                                 name="xquad_tr")),
      ValueError, "xquad_tr_validation.jsonl, line 1: the row has no answers"),

@@ -103,7 +103,10 @@ def _lower_first(text: str) -> str:
 
 def _xcopa_item(row: dict[str, Any]) -> MultipleChoiceItem:
     # lm-eval's xcopa_tr template: "<premise without final period> çünkü|bu yüzden" + " <choice, lower-cased first>".
-    connector = {"cause": "çünkü", "effect": "bu yüzden"}[row["question"]]
+    connectors = {"cause": "çünkü", "effect": "bu yüzden"}
+    if row["question"] not in connectors:  # a KeyError here would read as a missing field
+        raise ValueError(f"`question` must be 'cause' or 'effect', got {row['question']!r}.")
+    connector = connectors[row["question"]]
     premise = row["premise"].strip()
     premise = premise[:-1] if premise.endswith(".") else premise
     return MultipleChoiceItem(
