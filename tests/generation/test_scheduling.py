@@ -106,6 +106,20 @@ def test_step_from_timestep_follows_the_schedule():
     assert (second.prev_sample != 0).all()
 
 
+@pytest.mark.parametrize("timestep", [0.7, 0.26, 1.2, 0.0])
+def test_step_refuses_a_time_off_the_grid(timestep):
+    # 0.7 and 0.26 used to take the nearer step's count (0.75, 0.25) silently; diffusers' schedulers refuse them too.
+    scheduler = MaskedDiffusionScheduler()
+    scheduler.set_timesteps(4)
+    logits = _logits_favouring([5, 6, 7], [1.0, 3.0, 2.0])
+    sample = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="`timestep` must be one of `scheduler.timesteps`"):
+        scheduler.step(logits, timestep, sample, sampling=SamplingParameters(mask_token_id=0))
+    for grid_time in scheduler.timesteps:  # float32 grid points, and the same times as Python floats, are accepted
+        scheduler.step(logits, grid_time, sample, sampling=SamplingParameters(mask_token_id=0))
+        scheduler.step(logits, float(grid_time), sample, sampling=SamplingParameters(mask_token_id=0))
+
+
 def test_confidence_threshold_commits_all_confident_and_at_least_one():
     scheduler = MaskedDiffusionScheduler(confidence_threshold=0.5)
     sample = torch.zeros(1, 4, dtype=torch.long)

@@ -302,7 +302,9 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("Call `set_timesteps` first, or pass `num_transfer_tokens` to `step`.")
         steps = self.num_inference_steps
         step_index = round((1 - float(timestep)) * steps)
-        if not 0 <= step_index < steps:
+        # One of `timesteps` (float32: within 1e-6 of the grid), as diffusers' `index_for_timestep` looks the time up;
+        # a time between two steps would otherwise take the nearer step's count silently.
+        if not 0 <= step_index < steps or abs(float(timestep) - (steps - step_index) / steps) > 1e-6:
             raise ValueError(f"`timestep` must be one of `scheduler.timesteps` (in (0, 1]), got {float(timestep)}.")
         return torch.round(masked.sum(dim=1).to(torch.float64) * self.transfer_fraction(step_index, steps)).long()
 
