@@ -245,8 +245,9 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             model_output (`torch.Tensor` of shape `(batch_size, length, vocab_size)`):
                 Logits at the positions of `sample`.
             timestep (`float` or `torch.Tensor`):
-                Time `t` in `(0, 1]` of this step (from `timesteps`). Used only when `num_transfer_tokens` is `None`,
-                to derive the count from the schedule and the number of masks still in `sample`.
+                Time `t` in `(0, 1]` of this step, one of `timesteps` (any other time raises a `ValueError`). Used
+                only when `num_transfer_tokens` is `None`, to derive the count from the schedule and the number of
+                masks still in `sample`.
             sample (`torch.LongTensor` of shape `(batch_size, length)`):
                 Current tokens; positions equal to `sampling.mask_token_id` compete, the others are kept.
             sampling ([`SamplingParameters`]):
