@@ -113,7 +113,7 @@ def test_step_refuses_a_time_off_the_grid(timestep):
     scheduler.set_timesteps(4)
     logits = _logits_favouring([5, 6, 7], [1.0, 3.0, 2.0])
     sample = torch.zeros(1, 3, dtype=torch.long)
-    with pytest.raises(ValueError, match="`timestep` must be one of `scheduler.timesteps`"):
+    with pytest.raises(ValueError, match=r"`timestep` must be one of `scheduler\.timesteps`"):
         scheduler.step(logits, timestep, sample, sampling=SamplingParameters(mask_token_id=0))
     for grid_time in scheduler.timesteps:  # float32 grid points, and the same times as Python floats, are accepted
         scheduler.step(logits, grid_time, sample, sampling=SamplingParameters(mask_token_id=0))
