@@ -18,7 +18,7 @@ def prepare_generation_config(
     *,
     special_id_sources: tuple[Any, ...],
     vocab_size: int | None,
-    model_defaults: MaskedDiffusionGenerationConfig | None = None,
+    model_defaults: Any = None,
 ) -> MaskedDiffusionGenerationConfig:
     """A checked copy of `base` with `kwargs` applied and its unset special ids taken from `special_id_sources`.
 

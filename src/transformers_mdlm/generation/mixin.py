@@ -241,9 +241,7 @@ class MaskedDiffusionGenerationMixin:
             base,
             kwargs,
             special_id_sources=(tokenizer, self.generation_config, self.config),
-            model_defaults=self.generation_config
-            if isinstance(self.generation_config, MaskedDiffusionGenerationConfig)
-            else None,
+            model_defaults=self.generation_config,
             vocab_size=getattr(self.config, "vocab_size", None),
         )
 

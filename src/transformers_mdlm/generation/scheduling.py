@@ -302,11 +302,12 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
         if self.num_inference_steps is None:
             raise ValueError("Call `set_timesteps` first, or pass `num_transfer_tokens` to `step`.")
         steps = self.num_inference_steps
-        step_index = round((1 - float(timestep)) * steps)
+        time = float(timestep)
+        step_index = round((1 - time) * steps)
         # One of `timesteps` (float32: within 1e-6 of the grid), as diffusers' `index_for_timestep` looks the time up;
         # a time between two steps would otherwise take the nearer step's count silently.
-        if not 0 <= step_index < steps or abs(float(timestep) - (steps - step_index) / steps) > 1e-6:
-            raise ValueError(f"`timestep` must be one of `scheduler.timesteps` (in (0, 1]), got {float(timestep)}.")
+        if not 0 <= step_index < steps or abs(time - (steps - step_index) / steps) > 1e-6:
+            raise ValueError(f"`timestep` must be one of `scheduler.timesteps` (in (0, 1]), got {time}.")
         return torch.round(masked.sum(dim=1).to(torch.float64) * self.transfer_fraction(step_index, steps)).long()
 
     def add_noise(

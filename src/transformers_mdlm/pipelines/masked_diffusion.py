@@ -123,10 +123,7 @@ class MaskedDiffusionPipeline(Pipeline):
         if base is None:
             base = self.model.generation_config
         else:  # transformers' habit: a config for this call; what a plain one leaves unset comes from the model's
-            saved = self.model.generation_config
-            base = MaskedDiffusionGenerationConfig.from_generation_config(
-                base, defaults=saved if isinstance(saved, MaskedDiffusionGenerationConfig) else None
-            )
+            base = MaskedDiffusionGenerationConfig.from_generation_config(base, defaults=self.model.generation_config)
             base.fill_special_token_ids(self.model.generation_config)
         config = base.with_overrides(**generate_kwargs, return_dict_in_generate=True)
         if return_history is None:

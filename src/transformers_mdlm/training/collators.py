@@ -213,16 +213,18 @@ class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
 def _token_ids(ids: Any, index: int) -> list[int]:
     """A row's `input_ids` as a list of ints; floats and booleans are refused (`int()` would truncate them silently)."""
     if isinstance(ids, (torch.Tensor, np.ndarray)):
-        if ids.dtype in (torch.bool, np.bool_) or not (
-            (isinstance(ids, torch.Tensor) and not ids.is_floating_point() and not ids.is_complex())
-            or (isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer))
-        ):
+        if isinstance(ids, torch.Tensor):
+            integer = not (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool)
+        else:
+            integer = np.issubdtype(ids.dtype, np.integer)  # numpy's booleans are not integers
+        if not integer:
             raise ValueError(f"Row {index}: `input_ids` must hold integer token ids, got a {ids.dtype} array.")
-        return [int(token) for token in ids.reshape(-1).tolist()]
+        return ids.reshape(-1).tolist()  # Python ints
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
         raise ValueError(f"Row {index}: `input_ids` must be a list of integer token ids, got {type(ids).__name__}.")
-    row = list(ids)
-    for token in row:
+    row = []
+    for token in ids:  # one pass: checked and converted
         if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
             raise ValueError(f"Row {index}: `input_ids` must hold integer token ids, got {token!r}.")
-    return [int(token) for token in row]
+        row.append(int(token))
+    return row

@@ -370,7 +370,14 @@ class MaskedDiffusionTrainer(Trainer):
             summary["final training loss"] = losses[-1]
         return summary
 
-    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> Any:
         """transformers' loop, with `{prefix}_loss` the objective over the whole evaluation set: the sum of the loss's
         numerators over the sum of its denominators (maskable tokens with `loss_normalization="token"`, rows with
         `"sequence"`). transformers averages the batches' losses by rows instead, which makes a token-normalised loss
@@ -378,14 +385,15 @@ class MaskedDiffusionTrainer(Trainer):
         here a NaN or inf anywhere makes the loss NaN or inf."""
         self._eval_totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
         try:
-            output = super().evaluation_loop(*args, **kwargs)
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
             totals = self._eval_totals
         finally:
             self._eval_totals = None
         if self.args.world_size > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
-        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-        key = f"{prefix}_loss"
+        key = f"{metric_key_prefix}_loss"
         if key in output.metrics and float(totals[1]) > 0:
             output.metrics[key] = float(totals[0] / totals[1])
         return output
