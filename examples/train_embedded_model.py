@@ -14,7 +14,10 @@ Stages (the Diffutron recipe at a scale this machine can run):
    word only, not again after every chat marker (the default, "always", as model v8: 7 tokens between a question and
    its answer instead of 5). Measured with "first" (run "v9", 2-core Intel Xeon with AMX-BF16, 120 min): prompt use
    0.112 nats per reply token against v8's -0.029, but bound 0.751x against 0.741x, 5 of the card's 12 chat answers
-   meeting the criteria against 11, EXAMS 19.3% against 20.9%; not shipped (docs/evaluation.md);
+   meeting the criteria against 11, EXAMS 19.3% against 20.9%; not shipped (docs/evaluation.md). A newline is a
+   token of its own and the word after it starts with "▁" (`--no-split-newlines` restores the tokenizer of models v8
+   and v9, where the trainer, reading the corpus with its line ends, learnt pieces such as "im.\\n" that no
+   pretraining row holds, and the first word of every chat question and answer, after a newline, was cut into letters);
 2. pretrain: a small ModernBERT trained from scratch with the MDLM objective on the packed corpus (Diffutron adapts
    a pretrained mmBERT with LoRA instead; no pretrained Turkish encoder is available offline, so this pretrains fully);
    4,000 steps of 32 blocks of 128 tokens (5,050 s; bound 0.801x of the unigram model after it);
@@ -90,14 +93,27 @@ GENERATION_DEFAULTS = {
 }
 
 
-def train_tokenizer(corpus: Path, out: Path, vocab_size: int, prepend_scheme: str = "always") -> None:
+def train_tokenizer(
+    corpus: Path, out: Path, vocab_size: int, prepend_scheme: str = "always", split_newlines: bool = True
+) -> None:
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.normalizer = normalizers.NFC()
     # "first": a "▁" before the text's first word only, not again after every added token. Corpus lines hold no
     # added tokens, so the vocabulary and the pretraining rows are those of "always"; chat prompts lose the lone "▁"
     # after each chat marker, which brings the answer 2 tokens nearer its question (docs/evaluation.md).
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=prepend_scheme)
-    backend.decoder = decoders.Metaspace(prepend_scheme=prepend_scheme)
+    metaspace = pre_tokenizers.Metaspace(prepend_scheme=prepend_scheme)
+    decoder = decoders.Metaspace(prepend_scheme=prepend_scheme)
+    if split_newlines:
+        # A newline is a token of its own, and (with "always") the word after it starts with "▁" as in the corpus.
+        # Without the split (models v8, v9) the BPE trainer, which reads the corpus with its line ends, learnt pieces
+        # such as "im.\n" that no pretraining row holds, and a word after a newline had no "▁": the first and last
+        # words of every chat question and answer were cut into pieces pretraining never trained ("\nAnneme" ->
+        # "\n", "A", "n", "n", "eme"). The newline decodes without the "▁" it is given.
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), metaspace])
+        backend.decoder = decoders.Sequence([decoders.Replace("▁\n", "\n"), decoder])
+    else:
+        backend.pre_tokenizer = metaspace
+        backend.decoder = decoder
     backend.train([str(corpus)], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
@@ -225,6 +241,13 @@ def parse_args() -> argparse.Namespace:
         help="the tokenizer's word start: before every section between added tokens (always, model v8) or before the "
         "text's first word only (first: no lone '▁' after the chat markers)",
     )
+    parser.add_argument(
+        "--no-split-newlines",
+        dest="split_newlines",
+        action="store_false",
+        help="keep newlines inside the pieces around them, as the tokenizers of models v8 and v9 did (by default a "
+        "newline is a token of its own and the word after it starts with '▁', as corpus words do)",
+    )
     parser.add_argument("--hidden-size", type=int, default=320)
     parser.add_argument("--intermediate-size", type=int, default=640)
     parser.add_argument("--layers", type=int, default=6)
@@ -310,8 +333,13 @@ def main() -> None:
     tokenizer_dir = work / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():
         t0 = time.perf_counter()
-        train_tokenizer(data / "corpus" / "train.txt", tokenizer_dir, args.vocab_size, args.prepend_scheme)
-        log["tokenizer"] = {"wall_seconds": round(time.perf_counter() - t0, 1), "prepend_scheme": args.prepend_scheme}
+        train_tokenizer(
+            data / "corpus" / "train.txt", tokenizer_dir, args.vocab_size, args.prepend_scheme, args.split_newlines
+        )
+        log["tokenizer"] = {
+            "wall_seconds": round(time.perf_counter() - t0, 1), "prepend_scheme": args.prepend_scheme,
+            "split_newlines": args.split_newlines,
+        }  # fmt: skip
         save_log(work, log)
     init_dir = work / "init"
     if not (init_dir / "config.json").exists():

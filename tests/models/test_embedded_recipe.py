@@ -49,7 +49,7 @@ def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_
     corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
     prompts = {}
     for scheme in ("first", "always"):
-        recipe.train_tokenizer(corpus, tmp_path / scheme, vocab_size=120, prepend_scheme=scheme)
+        recipe.train_tokenizer(corpus, tmp_path / scheme, vocab_size=120, prepend_scheme=scheme, split_newlines=False)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / scheme)
         tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
         chat = tokenizer("[Question]\nBu\n[/Question]\n\n[Answer]\n")["input_ids"]
@@ -59,6 +59,38 @@ def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_
         assert tokenizer.decode(text) == "Bu akşam"
     assert prompts["first"][-5:] == ["[/Question]", "\n", "\n", "[Answer]", "\n"] and "▁" not in prompts["first"]
     assert prompts["always"][-7:] == ["[/Question]", "▁", "\n", "\n", "[Answer]", "▁", "\n"]  # model v8's
+
+
+def test_the_recipes_tokenizer_gives_a_word_after_a_newline_its_corpus_pieces(tmp_path, monkeypatch):
+    """By default a newline is a token of its own and the word after it starts with "▁", so the first and last words
+    of a chat question or answer are cut as in the corpus (pretraining rows have no newlines). Without the split
+    (models v8 and v9) "Bu" after a newline became letters and the word before one took the newline into its piece."""
+    import importlib.util
+
+    from transformers import PreTrainedTokenizerFast
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("train_embedded_model", SCRIPT)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
+    tokens = {}
+    for split in (True, False):
+        out = tmp_path / str(split)
+        recipe.train_tokenizer(corpus, out, vocab_size=120, split_newlines=split)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
+        tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
+        plain = tokenizer.convert_ids_to_tokens(tokenizer("Bu akşam var.")["input_ids"])
+        chat = tokenizer("[Question]\nBu akşam var.\n[/Question]\n\n[Answer]\n")["input_ids"]
+        tokens[split] = (plain, tokenizer.convert_ids_to_tokens(chat))
+        answer = tokenizer("Bu akşam var.\n")["input_ids"]
+        assert tokenizer.decode(answer) == "Bu akşam var.\n"  # an answer decodes as written, newline included
+    plain, chat = tokens[True]
+    assert chat[2 : 2 + len(plain)] == plain  # the question's words are the plain text's pieces
+    assert chat[1] == chat[-1] == "▁\n" and chat.count("▁\n") == 5
+    plain, chat = tokens[False]
+    assert chat[2 : 2 + len(plain)] != plain and "▁Bu" not in chat  # models v8/v9: "Bu" after "\n" had no "▁"
 
 
 def _card_script(monkeypatch):
