@@ -49,7 +49,7 @@ def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_
     corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
     prompts = {}
     for scheme in ("first", "always"):
-        recipe.train_tokenizer(corpus, tmp_path / scheme, vocab_size=120, prepend_scheme=scheme, split_newlines=False)
+        recipe.train_tokenizer(corpus, tmp_path / scheme, vocab_size=120, prepend_scheme=scheme)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / scheme)
         tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
         chat = tokenizer("[Question]\nBu\n[/Question]\n\n[Answer]\n")["input_ids"]
@@ -62,9 +62,9 @@ def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_
 
 
 def test_the_recipes_tokenizer_gives_a_word_after_a_newline_its_corpus_pieces(tmp_path, monkeypatch):
-    """By default a newline is a token of its own and the word after it starts with "▁", so the first and last words
-    of a chat question or answer are cut as in the corpus (pretraining rows have no newlines). Without the split
-    (models v8 and v9) "Bu" after a newline became letters and the word before one took the newline into its piece."""
+    """`--split-newlines`: a newline is a token of its own and the word after it starts with "▁", so the first and last
+    words of a chat question or answer are cut as in the corpus (pretraining rows have no newlines). Without the split
+    (the default; models v8 and v9) "Bu" after a newline became letters and the word before one took the newline in."""
     import importlib.util
 
     from transformers import PreTrainedTokenizerFast
