@@ -33,20 +33,29 @@ def test_a_resumed_run_keeps_the_precision_its_stages_trained_in(tmp_path):
     assert json.loads((work / "recipe_log.json").read_text()) == {"precision": "bf16"}
 
 
-def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_path, monkeypatch):
-    """`--prepend-scheme first`: a "▁" before the text's first word only. With "always" every chat marker was followed
-    by a lone "▁", 7 tokens between a question and its answer instead of 5 (docs/evaluation.md: that gap decides how
-    much of the question the embedded model reads)."""
+def _recipe_script(monkeypatch):
     import importlib.util
-
-    from transformers import PreTrainedTokenizerFast
 
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports `embedded_model_data` beside it
     spec = importlib.util.spec_from_file_location("train_embedded_model", SCRIPT)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
+    return recipe
+
+
+def _small_corpus(tmp_path: Path) -> Path:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
+    return corpus
+
+
+def test_the_recipes_tokenizer_can_put_no_word_start_after_the_chat_markers(tmp_path, monkeypatch):
+    """`--prepend-scheme first`: a "▁" before the text's first word only. With "always" every chat marker was followed
+    by a lone "▁", 7 tokens between a question and its answer instead of 5 (docs/evaluation.md: that gap decides how
+    much of the question the embedded model reads)."""
+    from transformers import PreTrainedTokenizerFast
+
+    recipe, corpus = _recipe_script(monkeypatch), _small_corpus(tmp_path)
     prompts = {}
     for scheme in ("first", "always"):
         recipe.train_tokenizer(corpus, tmp_path / scheme, vocab_size=120, prepend_scheme=scheme)
@@ -65,16 +74,9 @@ def test_the_recipes_tokenizer_gives_a_word_after_a_newline_its_corpus_pieces(tm
     """`--split-newlines`: a newline is a token of its own and the word after it starts with "▁", so the first and last
     words of a chat question or answer are cut as in the corpus (pretraining rows have no newlines). Without the split
     (the default; models v8 and v9) "Bu" after a newline became letters and the word before one took the newline in."""
-    import importlib.util
-
     from transformers import PreTrainedTokenizerFast
 
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("train_embedded_model", SCRIPT)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("Ankara Türkiye'nin başkentidir.\nBu akşam yemekte balık var.\n" * 20, encoding="utf-8")
+    recipe, corpus = _recipe_script(monkeypatch), _small_corpus(tmp_path)
     tokens = {}
     for split in (True, False):
         out = tmp_path / str(split)
