@@ -110,10 +110,10 @@ def train_tokenizer(
     decoder = decoders.Metaspace(prepend_scheme=prepend_scheme)
     if split_newlines:
         # A newline is a token of its own, and (with "always") the word after it starts with "▁" as in the corpus.
-        # Without the split (the default; models v8, v9) the BPE trainer, which reads the corpus with its line ends, learnt pieces
-        # such as "im.\n" that no pretraining row holds, and a word after a newline had no "▁": the first and last
-        # words of every chat question and answer were cut into pieces pretraining never trained ("\nAnneme" ->
-        # "\n", "A", "n", "n", "eme"). The newline decodes without the "▁" it is given.
+        # Without the split (the default; models v8, v9) the BPE trainer, which reads the corpus with its line ends,
+        # learns pieces such as "im.\n" that no pretraining row holds, and a word after a newline has no "▁": the
+        # first and last words of every chat question and answer are cut into pieces pretraining never trained
+        # ("\nAnneme" -> "\n", "A", "n", "n", "eme"). The newline decodes without the "▁" it is given.
         backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), metaspace])
         backend.decoder = decoders.Sequence([decoders.Replace("▁\n", "\n"), decoder])
     else:
@@ -335,6 +335,17 @@ def main() -> None:
     log.setdefault("precision", precision)
     log.setdefault("machine", cpu_description())  # the CPU the wall times come from (a resumed run keeps the first)
 
+    trained = log.get("tokenizer")
+    if trained:  # a resumed run keeps its tokenizer: a different setting would be ignored, so it is refused
+        wanted = {"prepend_scheme": args.prepend_scheme, "split_newlines": args.split_newlines}
+        kept = {"prepend_scheme": trained.get("prepend_scheme", "always"),
+                "split_newlines": trained.get("split_newlines", False)}  # fmt: skip
+        if kept != wanted:
+            flags = f"--prepend-scheme {kept['prepend_scheme']}" + (
+                " --split-newlines" if kept["split_newlines"] else ""
+            )
+            raise SystemExit(f"The tokenizer in {work} was trained with {kept}, this run asks for {wanted}; resume "
+                             f"with {flags} or start a new --work-dir.")  # fmt: skip
     tokenizer_dir = work / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():
         t0 = time.perf_counter()

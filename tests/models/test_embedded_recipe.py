@@ -33,6 +33,18 @@ def test_a_resumed_run_keeps_the_precision_its_stages_trained_in(tmp_path):
     assert json.loads((work / "recipe_log.json").read_text()) == {"precision": "bf16"}
 
 
+def test_a_resumed_run_refuses_a_tokenizer_setting_its_tokenizer_was_not_trained_with(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    log = {"precision": "bf16", "tokenizer": {"wall_seconds": 2.3, "prepend_scheme": "always"}}  # v8's log: no split
+    (work / "recipe_log.json").write_text(json.dumps(log))
+    result = _run("--work-dir", str(work), "--precision", "bf16", "--split-newlines", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "'split_newlines': False" in result.stderr and "'split_newlines': True" in result.stderr
+    assert "resume with --prepend-scheme always or start a new --work-dir" in result.stderr
+    assert json.loads((work / "recipe_log.json").read_text()) == log
+
+
 def _recipe_script(monkeypatch):
     import importlib.util
 
