@@ -250,8 +250,8 @@ def parse_args() -> argparse.Namespace:
         "--split-newlines",
         action="store_true",
         help="make a newline a token of its own, so that the word after it starts with '▁' as corpus words do (off by "
-        "default, as in model v8: measured in run v10, docs/evaluation.md, it gave a better bound but fewer answers "
-        "meeting the chat criteria)",
+        "default, as in model v8: measured in run v10, docs/evaluation.md, it kept v8's bound and used the prompt more, "
+        "but no chat answer met the criteria)",
     )
     parser.add_argument("--hidden-size", type=int, default=320)
     parser.add_argument("--intermediate-size", type=int, default=640)
