@@ -370,13 +370,15 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         return float(self.temperature)
 
     @classmethod
-    def from_generation_config(cls, config: GenerationConfig, defaults: Any = None) -> MaskedDiffusionGenerationConfig:
+    def from_generation_config(
+        cls, config: GenerationConfig, defaults: GenerationConfig | None = None
+    ) -> MaskedDiffusionGenerationConfig:
         """Convert a plain `transformers.GenerationConfig`, keeping the settings both share.
 
         Only the values the plain config sets (its `to_diff_dict()`) are read; the others come from `defaults` when it
         is a masked diffusion config (the model's saved generation config, as transformers' `generate` fills a passed
-        config's unset values from it), else from this class's defaults. Settings that have no meaning for masked diffusion decoding (beams, caches,
-        assistants, ...) raise a `TypeError` naming them, rather than being ignored.
+        config's unset values from it), else from this class's defaults. Settings that have no meaning for masked
+        diffusion decoding (beams, caches, assistants, ...) raise a `TypeError` naming them, rather than being ignored.
         """
         if isinstance(config, cls):
             return copy.deepcopy(config)

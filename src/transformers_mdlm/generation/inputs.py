@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import GenerationConfig
 
 from ..validation import check_token_ids
 from .configuration import MaskedDiffusionGenerationConfig
@@ -18,7 +19,7 @@ def prepare_generation_config(
     *,
     special_id_sources: tuple[Any, ...],
     vocab_size: int | None,
-    model_defaults: Any = None,
+    model_defaults: GenerationConfig | None = None,
 ) -> MaskedDiffusionGenerationConfig:
     """A checked copy of `base` with `kwargs` applied and its unset special ids taken from `special_id_sources`.
 
