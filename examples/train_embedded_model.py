@@ -75,12 +75,21 @@ from transformers import ModernBertConfig, PreTrainedTokenizerFast
 
 from embedded_model_data import build_stage_data
 from transformers_mdlm import AutoModelForMaskedDiffusion, MaskedDiffusionTrainingArguments
+from transformers_mdlm.chat_templates import DIFFUTRON_CHAT_TEMPLATE
 from transformers_mdlm.cpu_features import cpu_description, cpu_has_native_bfloat16
 from transformers_mdlm.evaluation import corpus_evidence_bound, unigram_bound
 from transformers_mdlm.training.recipe import RecipeArguments, run_instruction_tuning, run_pretraining
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 CHAT_MARKERS = ("[SYS]", "[/SYS]", "[Question]", "[/Question]", "[Answer]", "[/Answer]")
+#: The chat templates the SFT rows and the pipeline's prompts can use. "diffutron" is Diffutron's own, where an answer
+#: ends with a newline and then `[/Answer]`; "direct" puts `[/Answer]` right after the answer's last word, so that the
+#: token ending an answer is one a single-turn prompt does not hold (the newline occurs 5 times in every chat prompt, and
+#: the repetition penalty, which counts prompt tokens as transformers' does, pushed it down in run v10).
+CHAT_TEMPLATES = {
+    "diffutron": DIFFUTRON_CHAT_TEMPLATE,
+    "direct": DIFFUTRON_CHAT_TEMPLATE.replace("+ '\\n[/Answer]\\n\\n'", "+ '[/Answer]\\n\\n'"),
+}
 PACKAGE_MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "transformers_mdlm" / "default_model"
 
 #: Decoding defaults of the embedded model, saved in its generation_config.json: the winner of
@@ -143,18 +152,37 @@ def initial_model(tokenizer_dir: Path, out: Path, args: argparse.Namespace) -> N
     tokenizer.save_pretrained(out)
 
 
-def add_chat_markers(source: Path, out: Path) -> None:
-    """Give Diffutron's chat markers one token each before instruction tuning.
+def add_chat_markers(source: Path, out: Path, chat_template: str) -> None:
+    """Give Diffutron's chat markers one token each before instruction tuning, and the tokenizer its chat template.
 
     Split into pieces, `[/Answer]` is hard for a small model to spell and for the pipeline to find; as single (not
     special, so that decoding keeps them) tokens, their embeddings start at the mean embedding and are learnt in SFT.
+    The SFT rows and the pipeline's prompts are rendered with the tokenizer's chat template.
     """
     tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
     tokenizer.add_tokens(list(CHAT_MARKERS))
+    tokenizer.chat_template = chat_template
     model = AutoModelForMaskedDiffusion.from_pretrained(source, dtype=torch.float32)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def chat_stage(pretrained: Path, out: Path, template_name: str) -> Path:
+    """The SFT start point: `pretrained` with the chat markers and the chat template `template_name`.
+
+    A resumed run whose start point holds another template stops: the SFT rows are rendered with the tokenizer's
+    template, so a different `--chat-template` would be silently ignored.
+    """
+    template = CHAT_TEMPLATES[template_name]
+    if not (out / "config.json").exists():
+        add_chat_markers(pretrained, out, template)
+    elif PreTrainedTokenizerFast.from_pretrained(out).chat_template != template:
+        kept = next((name for name, text in CHAT_TEMPLATES.items()
+                     if text == PreTrainedTokenizerFast.from_pretrained(out).chat_template), "another")  # fmt: skip
+        raise SystemExit(f"The tokenizer in {out} has the {kept!r} chat template, this run asks for {template_name!r}; "
+                         f"resume with --chat-template {kept} or start a new --work-dir.")  # fmt: skip
+    return out
 
 
 def training_arguments(output_dir: Path, **overrides) -> MaskedDiffusionTrainingArguments:
@@ -252,6 +280,13 @@ def parse_args() -> argparse.Namespace:
         help="make a newline a token of its own, so that the word after it starts with '▁' as corpus words do (off by "
         "default, as in model v8: measured in run v10, docs/evaluation.md, it kept v8's bound and used the prompt more, "
         "but no chat answer met the criteria)",
+    )
+    parser.add_argument(
+        "--chat-template",
+        choices=sorted(CHAT_TEMPLATES),
+        default="diffutron",
+        help="the chat template of the SFT rows and the model's tokenizer: Diffutron's (an answer ends with a newline, "
+        "then [/Answer]; model v8) or direct ([/Answer] right after the answer's last word)",
     )
     parser.add_argument("--hidden-size", type=int, default=320)
     parser.add_argument("--intermediate-size", type=int, default=640)
@@ -392,9 +427,8 @@ def main() -> None:
         )  # fmt: skip
         measure_bound(pretrained, data, log, pretrained.name, args.bound_samples)
         save_log(work, log)
-    chat_ready = work / f"{pretrained.name}-chat"
-    if not (chat_ready / "config.json").exists():
-        add_chat_markers(pretrained, chat_ready)
+    chat_ready = chat_stage(pretrained, work / f"{pretrained.name}-chat", args.chat_template)
+    log.setdefault("chat_template", args.chat_template)
     stage_data = build_stage_data(data, work / "data")
     # Replay: packed corpus blocks mixed into the SFT stages, so that instruction tuning keeps the language.
     replay = {"replay_file": corpus.train_file, "replay_ratio": args.replay_ratio} if args.replay_ratio else {}

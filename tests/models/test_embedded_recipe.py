@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_embedded_model.py"
 
@@ -105,6 +107,47 @@ def test_the_recipes_tokenizer_gives_a_word_after_a_newline_its_corpus_pieces(tm
     assert chat[1] == chat[-1] == "▁\n" and chat.count("▁\n") == 5
     plain, chat = tokens[False]
     assert chat[2 : 2 + len(plain)] != plain and "▁Bu" not in chat  # models v8/v9: "Bu" after "\n" had no "▁"
+
+
+def test_the_direct_chat_template_ends_an_answer_on_a_token_the_prompt_does_not_hold(tmp_path, monkeypatch):
+    """`--chat-template direct`: an SFT answer ends with `[/Answer]` right after its last word.
+    With Diffutron's template it ends with a newline first, a token every chat prompt holds 5 times, which the
+    repetition penalty pushed down in run v10 (a stray piece took its place: "şehridir.KÜR")."""
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerFast
+
+    from transformers_mdlm.training import format_instruction_dataset
+
+    recipe, corpus = _recipe_script(monkeypatch), _small_corpus(tmp_path)
+    recipe.train_tokenizer(corpus, tmp_path / "tok", vocab_size=120, split_newlines=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok")
+    tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
+    rows = Dataset.from_list([{"instruction": "Bu akşam ne var?", "output": "Bu akşam balık var."}])
+    answers = {}
+    for name in ("direct", "diffutron"):
+        row = format_instruction_dataset(rows, tokenizer, chat_template=recipe.CHAT_TEMPLATES[name])[0]
+        prompt = tokenizer.convert_ids_to_tokens(row["input_ids"][: row["prompt_length"]])
+        answers[name] = tokenizer.convert_ids_to_tokens(row["input_ids"][row["prompt_length"] :])
+        assert prompt[-2:] == ["[Answer]", "▁\n"] and prompt.count("▁\n") == 5  # the same prompt for both
+    words = tokenizer.convert_ids_to_tokens(tokenizer("Bu akşam balık var.")["input_ids"])
+    assert answers["direct"] == [*words, "[/Answer]", "<eos>"]
+    assert answers["diffutron"] == [*words, "▁\n", "[/Answer]", "<eos>"]
+
+
+def test_a_resumed_run_refuses_a_chat_template_its_sft_start_point_was_not_made_with(tmp_path, monkeypatch):
+    from transformers import PreTrainedTokenizerFast
+
+    recipe, corpus = _recipe_script(monkeypatch), _small_corpus(tmp_path)
+    start = tmp_path / "pretrain_lines-chat"
+    recipe.train_tokenizer(corpus, start, vocab_size=120, split_newlines=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(start)
+    tokenizer.chat_template = recipe.CHAT_TEMPLATES["diffutron"]
+    tokenizer.save_pretrained(start)
+    (start / "config.json").write_text("{}")  # the stage's marker: the start point exists
+    assert recipe.chat_stage(tmp_path / "unused", start, "diffutron") == start
+    with pytest.raises(SystemExit, match="has the 'diffutron' chat template, this run asks for 'direct'; resume with "
+                       "--chat-template diffutron"):  # fmt: skip
+        recipe.chat_stage(tmp_path / "unused", start, "direct")
 
 
 def _card_script(monkeypatch):
