@@ -114,7 +114,9 @@ def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
     for chat, answer in zip(chats, answers, strict=True):
         prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(answer + "\n[/Answer]", add_special_tokens=False)["input_ids"]
+        # The answer and its end marker as the model's chat template writes them (as in its SFT rows).
+        full = tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": answer}], tokenize=False)
+        answer_ids = tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
         sequences.append(prompt_ids + answer_ids)
         contexts.append(len(prompt_ids))
     bounds = evidence_bound(model, sequences, context_lengths=contexts, num_samples=16, seed=0)
