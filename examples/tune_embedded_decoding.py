@@ -102,6 +102,15 @@ CANDIDATES = {
 }  # fmt: skip
 
 
+def chat_ids(tokenizer, chat: list[dict], answer: str) -> tuple[list[int], list[int]]:
+    """The prompt's ids and the answer's with its end marker, as the tokenizer's chat template writes them (and as
+    `format_instruction_dataset` rendered the model's SFT rows)."""
+    prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": answer}], tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return prompt_ids, tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
+
+
 def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
     """Answer the validation prompts with `settings` and measure the answers."""
     tokenizer, model = pipe.tokenizer, pipe.model
@@ -112,11 +121,7 @@ def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
     checks = [check_answer(answer, vocabulary) for answer in answers]
     sequences, contexts = [], []
     for chat, answer in zip(chats, answers, strict=True):
-        prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        # The answer and its end marker as the model's chat template writes them (as in its SFT rows).
-        full = tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": answer}], tokenize=False)
-        answer_ids = tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
+        prompt_ids, answer_ids = chat_ids(tokenizer, chat, answer)
         sequences.append(prompt_ids + answer_ids)
         contexts.append(len(prompt_ids))
     bounds = evidence_bound(model, sequences, context_lengths=contexts, num_samples=16, seed=0)

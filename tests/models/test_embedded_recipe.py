@@ -134,6 +134,31 @@ def test_the_direct_chat_template_ends_an_answer_on_a_token_the_prompt_does_not_
     assert answers["diffutron"] == [*words, "▁\n", "[/Answer]", "<eos>"]
 
 
+def test_the_decoding_sweep_scores_an_answer_with_its_templates_end_marker(tmp_path, monkeypatch):
+    """`tune_embedded_decoding.py` scored every answer followed by "\\n[/Answer]" (Diffutron's ending), whatever the
+    model's template; a model tuned with the direct template was scored on an ending it never learnt."""
+    import importlib.util
+
+    from transformers import PreTrainedTokenizerFast
+
+    recipe, corpus = _recipe_script(monkeypatch), _small_corpus(tmp_path)
+    spec = importlib.util.spec_from_file_location(
+        "tune_embedded_decoding", SCRIPT.parent / "tune_embedded_decoding.py"
+    )
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    recipe.train_tokenizer(corpus, tmp_path / "tok", vocab_size=120, split_newlines=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok")
+    tokenizer.add_tokens(list(recipe.CHAT_MARKERS))
+    chat = [{"role": "user", "content": "Bu akşam ne var?"}]
+    words = tokenizer.convert_ids_to_tokens(tokenizer("Bu akşam balık var.")["input_ids"])
+    for name, ending in (("direct", ["[/Answer]"]), ("diffutron", ["▁\n", "[/Answer]"])):
+        tokenizer.chat_template = recipe.CHAT_TEMPLATES[name]
+        prompt_ids, answer_ids = tune.chat_ids(tokenizer, chat, "Bu akşam balık var.")
+        assert tokenizer.convert_ids_to_tokens(prompt_ids)[-2:] == ["[Answer]", "▁\n"]
+        assert tokenizer.convert_ids_to_tokens(answer_ids) == [*words, *ending]
+
+
 def test_a_resumed_run_refuses_a_chat_template_its_sft_start_point_was_not_made_with(tmp_path, monkeypatch):
     from transformers import PreTrainedTokenizerFast
 
