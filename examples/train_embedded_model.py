@@ -35,7 +35,12 @@ Stages (the Diffutron recipe at a scale this machine can run):
    position and end at the last, as the evidence bound scores held-out texts and as prompts arrive (packed blocks
    start and end mid-document). Measured (models v6 and v8, the default): 0.801x -> 0.741x in 2,545 s, where v3's restart
    reached 0.772x in 2,822 s (and v3's restart followed by 500 steps of documents 0.750x, model "v5" of the notes);
-3. Diffutron's chat markers become single tokens; then, only with `--sft1-steps N` (off by default), sft1:
+3. Diffutron's chat markers become single tokens, and the tokenizer gets its chat template (`--chat-template`:
+   Diffutron's, where an answer ends with a newline and then `[/Answer]`, or "direct", `[/Answer]` right after the
+   answer's last word, so that the token ending an answer is not one the prompt holds 5 times; measured with the
+   split in run "v11", 132 min: bound 0.739x, prompt use 0.077, but 4 of the card's 12 chat answers meeting the
+   criteria and XCOPA 52%, EXAMS 19.1%, so not shipped and not the default); then, only with
+   `--sft1-steps N` (off by default), sft1:
    instruction tuning on the linguistic tasks (NER, lemmatisation, POS tagging, verb/noun listing) plus sentence
    continuations from the corpus. Measured with replay (500 steps, then 700 of sft2): the chat answers turned into
    the linguistic tasks' lists ("Fiimler: isim"; 17% of the card's answers met the chat criteria, against 42% without
