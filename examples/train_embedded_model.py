@@ -182,9 +182,11 @@ def chat_stage(pretrained: Path, out: Path, template_name: str) -> Path:
     template = CHAT_TEMPLATES[template_name]
     if not (out / "config.json").exists():
         add_chat_markers(pretrained, out, template)
-    elif PreTrainedTokenizerFast.from_pretrained(out).chat_template != template:
-        kept = next((name for name, text in CHAT_TEMPLATES.items()
-                     if text == PreTrainedTokenizerFast.from_pretrained(out).chat_template), "another")  # fmt: skip
+        return out
+    # Start points made before `--chat-template` hold no template: their SFT rendered rows with Diffutron's.
+    saved = PreTrainedTokenizerFast.from_pretrained(out).chat_template or DIFFUTRON_CHAT_TEMPLATE
+    if saved != template:
+        kept = next((name for name, text in CHAT_TEMPLATES.items() if text == saved), "another")
         raise SystemExit(f"The tokenizer in {out} has the {kept!r} chat template, this run asks for {template_name!r}; "
                          f"resume with --chat-template {kept} or start a new --work-dir.")  # fmt: skip
     return out

@@ -165,10 +165,13 @@ def test_a_resumed_run_refuses_a_chat_template_its_sft_start_point_was_not_made_
     recipe, corpus = _recipe_script(monkeypatch), _small_corpus(tmp_path)
     start = tmp_path / "pretrain_lines-chat"
     recipe.train_tokenizer(corpus, start, vocab_size=120, split_newlines=True)
+    (start / "config.json").write_text("{}")  # the stage's marker: the start point exists
+    # A start point made before --chat-template holds no template; its rows were rendered with Diffutron's.
+    assert PreTrainedTokenizerFast.from_pretrained(start).chat_template is None
+    assert recipe.chat_stage(tmp_path / "unused", start, "diffutron") == start
     tokenizer = PreTrainedTokenizerFast.from_pretrained(start)
     tokenizer.chat_template = recipe.CHAT_TEMPLATES["diffutron"]
     tokenizer.save_pretrained(start)
-    (start / "config.json").write_text("{}")  # the stage's marker: the start point exists
     assert recipe.chat_stage(tmp_path / "unused", start, "diffutron") == start
     with pytest.raises(SystemExit, match="has the 'diffutron' chat template, this run asks for 'direct'; resume with "
                        "--chat-template diffutron"):  # fmt: skip
