@@ -35,12 +35,14 @@ import json
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import pipeline
 
 import transformers_mdlm  # noqa: F401  (registers the pipeline)
 from transformers_mdlm.evaluation import evidence_bound, prompt_use
 from transformers_mdlm.evaluation.text_quality import check_answer, corpus_vocabulary, distinct_n, has_loop
 from transformers_mdlm.presets import DEFAULT_MODEL_DIR
+from transformers_mdlm.training import format_instruction_dataset
 
 VALIDATION_PROMPTS = [
     "Ankara hakkında kısa bir cümle yazın.",
@@ -103,12 +105,11 @@ CANDIDATES = {
 
 
 def chat_ids(tokenizer, chat: list[dict], answer: str) -> tuple[list[int], list[int]]:
-    """The prompt's ids and the answer's with its end marker, as the tokenizer's chat template writes them (and as
-    `format_instruction_dataset` rendered the model's SFT rows)."""
-    prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": answer}], tokenize=False)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return prompt_ids, tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
+    """The prompt's ids and the answer's with its end marker, rendered as the model's SFT rows were
+    (`format_instruction_dataset` with the tokenizer's chat template; no EOS)."""
+    rows = Dataset.from_list([{"messages": [*chat, {"role": "assistant", "content": answer}]}])
+    row = format_instruction_dataset(rows, tokenizer, append_eos=False)[0]
+    return row["input_ids"][: row["prompt_length"]], row["input_ids"][row["prompt_length"] :]
 
 
 def measure(pipe, settings: dict, vocabulary: set[str], seed: int = 0) -> dict:
