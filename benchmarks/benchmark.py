@@ -17,7 +17,8 @@ model (vocabulary 256,000, hidden 768, 22 layers) without slow initialisation; `
 embedded Turkish model; `--dtype bfloat16` casts the model (both methods), `--compile` compiles the encoder with
 `torch.compile` (both methods use it); `--static-shapes` adds a row with `static_shapes=True`, and `--compile-step`
 makes that row compile its step with `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs on a GPU),
-`--compile-reference` adds the reference loop with its model call compiled the same way;
+`--compile-reference` adds the reference loop with its model call compiled the same way; `--first-call-row` adds a
+row that drops the packed weights a bfloat16 model keeps between calls before each call (what a first call costs);
 `--new-tokens N` decodes N tokens in N steps, `--block-length N` sets the block length, `--batch-sizes 1` skips
 batch 4; `--settings` picks the decoding (Diffutron's short answers without or with the repetition penalty, or the
 authors' sampler defaults). `fast-decoding` compares the sampler's fast settings on the embedded model and
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_sampler import reference_generate
 from transformers_mdlm import AutoModelForMaskedDiffusion
 from transformers_mdlm.cpu_features import cpu_description
+from transformers_mdlm.onednn_linear import release_packed_weights
 
 #: Diffutron's short-answer settings (the paper's "short context" decoding).
 SHORT_SETTINGS = {"max_new_tokens": 64, "steps": 64, "block_length": 32}
@@ -186,6 +188,13 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
                 ids, attention_mask=mask, return_dict_in_generate=True, kv_cache="dual", **settings,
                 **SAME_AS_REFERENCE,
             )  # fmt: skip
+        if args.first_call_row:  # a bfloat16 model's packed weights dropped before each call: every call packs them
+            methods["this package, first call"] = lambda ids=ids, mask=mask: first_call(
+                model,
+                lambda: model.generate(
+                    ids, attention_mask=mask, return_dict_in_generate=True, **settings, **SAME_AS_REFERENCE
+                ),
+            )
         if args.exact_row:  # PyTorch's own kernels, nothing substituted: the authors' tokens bit for bit
             methods["this package, deterministic"] = lambda ids=ids, mask=mask: deterministic(
                 lambda: model.generate(
@@ -240,6 +249,12 @@ def bench_generation(args: argparse.Namespace) -> dict[str, Any]:
             "compile": args.compile, "compile_step": args.compile_step, "compile_reference": args.compile_reference,
             "emulate_precision_casts": args.emulate_precision_casts,
             "cudagraph_skips": skips, "settings": settings, "rows": rows}  # fmt: skip
+
+
+def first_call(model: Any, call: Any) -> Any:
+    """`call()` as a first decoding call: the packed copies of the model's weights kept by earlier calls dropped."""
+    release_packed_weights(model)
+    return call()
 
 
 def deterministic(call: Any) -> Any:
@@ -341,6 +356,10 @@ def main() -> None:
     parser.add_argument(
         "--exact-row", action="store_true",
         help="generation: add a row decoding under torch.use_deterministic_algorithms(True) (no kernel substituted)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--first-call-row", action="store_true",
+        help="generation: add a row that drops the packed weights kept between calls before each call (bfloat16, CPU)",
     )  # fmt: skip
     parser.add_argument("--new-tokens", type=int, help="generation: new tokens (= steps) instead of the settings'")
     parser.add_argument("--batch-sizes", type=int, nargs="+", choices=[1, 2, 3, 4], help="generation: default 1 4")

@@ -14,8 +14,12 @@ For bfloat16 the default kernel already is oneDNN's; what it lacks is a weight l
 the output head and the encoder's larger linears through copies of their weights that oneDNN reordered into its
 blocked layout once, at the start of the decoding call: 16 rows against mmBERT's head take 20 ms instead of 41, and
 an mmBERT layer's four linears at 96 rows 2.34 ms instead of 2.73 (same values, bit for bit, on this machine), for a
-reorder of about 140 ms (head) plus about 1-2 ms per encoder linear, and temporary copies of those weights (393 MB for
-mmBERT's head, 220 MB for its encoder) while decoding runs.
+reorder of about 140 ms (head) plus about 100 ms for the encoder's 88 linears, and copies of those weights (393 MB for
+mmBERT's head, 220 MB for its encoder). The copies are kept between decoding calls ([`release_packed_weights`] drops
+them; `KEEP_PACKED_WEIGHTS = False` packs anew at every call), and a later call reuses a copy only when its weight
+still holds the same bytes: same storage, same version counter and the same xxh3-64 digest of its content, computed
+at every call (about 20 ms for all of mmBERT's packed weights, against about 240 ms of reorders), so that writes the
+version counter does not see (`weight.data += delta`, as peft's LoRA merge does) are seen too.
 
 On a CPU without bfloat16 kernels (AVX2 only) PyTorch emulates a bfloat16 linear, summing in float32 and rounding the
 result, 2-7 times slower than its float32 kernel (mmBERT's linears at 96 rows: 17 vs 2.5 ms; its head at 16 rows: 316
@@ -29,12 +33,16 @@ model, the bounds 0.02% apart.
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+import xxhash
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 from transformers.utils import logging
 
 from .cpu_features import cpu_has_native_bfloat16
@@ -58,6 +66,9 @@ PACK_MIN_STEPS = 8
 #: The encoder's bfloat16 linears are packed when they hold at least this many elements (mmBERT's hold 0.59M-1.77M;
 #: each saves 0.05-0.2 ms per call at 96 rows, for a reorder of 1-2 ms, so they too pay after about eight steps).
 PACK_MIN_LINEAR_ELEMENTS = 1 << 18
+#: Keep packed copies between decoding calls (checked against their weights' content at every call). False packs anew
+#: at every call and keeps nothing once a call returns.
+KEEP_PACKED_WEIGHTS = True
 
 
 class PackedWeight(NamedTuple):
@@ -264,13 +275,90 @@ def _packed_weights(model: torch.nn.Module, head_rows: int, rows: int) -> tuple[
     packed = []
     for weight, weight_rows in chosen.values():
         try:
-            packed.append(
-                PackedWeight(weight, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, weight_rows)))
-            )
+            packed.append(PackedWeight(weight, _packed_copy(weight, weight_rows)))
         except (AttributeError, RuntimeError, TypeError) as error:  # a private operator: if it changes, use F.linear
             logger.warning("oneDNN could not pack a linear layer (%s); decoding uses torch's default.", error)
             return ()
     return tuple(packed)
 
 
-__all__ = ["OneDNNLinearMode", "PackedWeight", "emulated_bfloat16_mode", "onednn_linear_mode"]
+@dataclass(frozen=True)
+class _KeptCopy:
+    """A packed copy of a weight, with the weight's state when it was packed: `(data_ptr, shape, stride, dtype,
+    version)` and the digest of its bytes."""
+
+    state: tuple
+    digest: int
+    packed: torch.Tensor
+
+
+#: Packed copies kept between calls, by weight (an entry goes when its weight is garbage-collected).
+_KEPT: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_KEPT_LOCK = threading.Lock()
+
+
+def _version(weight: torch.Tensor) -> int | None:
+    try:
+        return weight._version
+    except RuntimeError:  # inference tensors keep no version counter: the digest alone decides
+        return None
+
+
+def _content_digest(weight: torch.Tensor) -> int:
+    """xxh3-64 of the weight's bytes (a weight written through `.data` keeps its version counter, not its bytes)."""
+    data = weight.detach().contiguous().reshape(-1)
+    return xxhash.xxh3_64_intdigest(data.view(torch.uint8).numpy())
+
+
+def _packed_copy(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """`weight` reordered for oneDNN (for about `rows` rows per call): the kept copy when the weight still holds what
+    was packed, else a new one (kept when `KEEP_PACKED_WEIGHTS`).
+
+    The rows are a hint for oneDNN's layout only: every packed copy computes the same values at any row count (tested),
+    so a copy packed for other rows is reused as it is.
+    """
+    with _KEPT_LOCK:
+        kept = _KEPT.get(weight) if KEEP_PACKED_WEIGHTS else None
+    state = (weight.data_ptr(), weight.shape, weight.stride(), weight.dtype, _version(weight))
+    digest = _content_digest(weight) if KEEP_PACKED_WEIGHTS else 0
+    if kept is not None and kept.state == state and kept.digest == digest:
+        return kept.packed
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
+    if KEEP_PACKED_WEIGHTS:
+        with _KEPT_LOCK:
+            _KEPT[weight] = _KeptCopy(state, digest, packed)
+    return packed
+
+
+def release_packed_weights(model: torch.nn.Module | None = None) -> int:
+    """Drop the packed copies that bfloat16 decoding on a CPU keeps between calls: those of `model`'s weights, or
+    every model's. Returns how many were dropped. The next decoding call packs anew.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers_mdlm.onednn_linear import release_packed_weights
+    >>> release_packed_weights(torch.nn.Linear(4, 4))  # nothing was kept for this layer
+    0
+
+    ```
+    """
+    with _KEPT_LOCK:
+        if model is None:
+            count = len(_KEPT)
+            _KEPT.clear()
+            return count
+        weights = [parameter for parameter in model.parameters() if parameter in _KEPT]
+        for weight in weights:
+            del _KEPT[weight]
+        return len(weights)
+
+
+__all__ = [
+    "OneDNNLinearMode",
+    "PackedWeight",
+    "emulated_bfloat16_mode",
+    "onednn_linear_mode",
+    "release_packed_weights",
+]

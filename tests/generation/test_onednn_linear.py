@@ -161,6 +161,111 @@ def test_the_head_is_not_packed_when_it_would_not_pay_or_exactness_is_asked(monk
         torch.use_deterministic_algorithms(False)
 
 
+@needs_bf16
+def test_a_packed_copy_computes_the_same_values_whatever_rows_it_was_packed_for():
+    """Kept copies are reused by calls of other shapes: the rows given when packing only guide oneDNN's layout."""
+    torch.manual_seed(0)
+    weight = torch.randn(300, 48).bfloat16()
+    copies = [torch.ops.mkldnn._reorder_linear_weight(weight, rows) for rows in (1, 8, 64, 512)]
+    for rows in (1, 5, 33, 200):
+        hidden = torch.randn(rows, 48).bfloat16()
+        expected = F.linear(hidden, weight)
+        for copy in copies:
+            assert torch.equal(torch.ops.mkldnn._linear_pointwise(hidden, copy, None, "none", [], ""), expected)
+
+
+@pytest.fixture
+def reorders(monkeypatch):
+    """Counts the weights oneDNN packs, and packs the tiny model's head and linears (far below the real thresholds)."""
+    calls = []
+    original = torch.ops.mkldnn._reorder_linear_weight
+
+    def counting(weight, *args):
+        calls.append(weight.shape)
+        return original(weight, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", counting)
+    monkeypatch.setattr(onednn, "PACK_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(onednn, "PACK_MIN_LINEAR_ELEMENTS", 0)
+    return calls
+
+
+def _decode_plain_and_packed(model, monkeypatch):
+    """Tokens of one packed call and of PyTorch's own kernels (too few steps to pack), for the same model."""
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
+    packed = model.generate(torch.tensor([[10, 11, 12, 13]]), **settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(onednn, "PACK_MIN_STEPS", 10**6)
+        plain = model.generate(torch.tensor([[10, 11, 12, 13]]), **settings)
+    return packed, plain
+
+
+@needs_bf16
+def test_packed_weights_are_kept_between_calls_while_their_bytes_stay_the_same(reorders, monkeypatch):
+    """The second call reuses the first's packed copies; a weight written through `.data` (no version bump, same
+    storage: only its content tells) or in place under `no_grad` is packed again, and the tokens follow the new weights."""
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    linears = sum(isinstance(module, nn.Linear) for module in model.modules())
+    packed, plain = _decode_plain_and_packed(model, monkeypatch)
+    assert len(reorders) == linears and torch.equal(packed, plain)
+    reorders.clear()
+    again, _ = _decode_plain_and_packed(model, monkeypatch)
+    assert reorders == [] and torch.equal(again, packed)  # kept: nothing packed
+
+    head = model.get_output_embeddings().weight
+    version, pointer = head._version, head.data_ptr()
+    top = int(again[0, 4])  # the first new token: make another one far likelier at every position
+    head.data[(top + 1) % head.shape[0]] = head.data[top] * 4
+    assert (head._version, head.data_ptr()) == (version, pointer)  # invisible to the version counter
+    changed, plain = _decode_plain_and_packed(model, monkeypatch)
+    assert reorders == [head.shape]  # only the head was packed again
+    assert torch.equal(changed, plain) and not torch.equal(changed, again)
+
+    reorders.clear()
+    layer = model.model.layers[0].mlp.Wo
+    with torch.no_grad():
+        layer.weight.mul_(2)  # in place: the version counter moves
+    changed, plain = _decode_plain_and_packed(model, monkeypatch)
+    assert reorders == [layer.weight.shape] and torch.equal(changed, plain)
+
+
+@needs_bf16
+def test_a_merged_lora_adapter_is_decoded_with_the_merged_weights(reorders, monkeypatch):
+    """peft's merge writes the sum into the base weights in place; decoding after it must use the merged weights."""
+    from peft import LoraConfig, get_peft_model
+
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    before, _ = _decode_plain_and_packed(model, monkeypatch)
+    targets = ["Wqkv", "Wi"]
+    adapted = [module.weight.shape for name, module in model.named_modules() if name.split(".")[-1] in targets]
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+    merged = get_peft_model(model, config).merge_and_unload()
+    reorders.clear()
+    after, plain = _decode_plain_and_packed(merged, monkeypatch)
+    assert sorted(reorders) == sorted(adapted)  # the adapted layers, and only they, packed again
+    assert torch.equal(after, plain) and not torch.equal(after, before)
+
+
+@needs_bf16
+def test_packed_weights_can_be_released_or_not_kept(reorders, monkeypatch):
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    linears = sum(isinstance(module, nn.Linear) for module in model.modules())
+    _decode_plain_and_packed(model, monkeypatch)
+    assert onednn.release_packed_weights(model) == linears
+    assert onednn.release_packed_weights(model) == 0
+    reorders.clear()
+    _decode_plain_and_packed(model, monkeypatch)
+    assert len(reorders) == linears  # packed anew after the release
+    monkeypatch.setattr(onednn, "KEEP_PACKED_WEIGHTS", False)
+    onednn.release_packed_weights()
+    reorders.clear()
+    _decode_plain_and_packed(model, monkeypatch)
+    _decode_plain_and_packed(model, monkeypatch)
+    assert len(reorders) == 2 * linears  # every call packs
+    assert onednn.release_packed_weights() == 0  # and nothing was kept
+
+
 def test_low_precision_greedy_proposals_match_their_own_argmax():
     """On a CPU, bfloat16/float16 logits are compared in float32 (faster there): same index, first maximum on ties."""
     from transformers_mdlm.generation.logits import propose_tokens
