@@ -396,3 +396,17 @@ def test_the_evidence_bound_of_a_bfloat16_model_sums_in_float32_without_bfloat16
     assert kernel_calls == []
     for a, b in zip(routed, exact, strict=True):  # the same bound up to the order of float32 sums
         assert a.nats == pytest.approx(b.nats, rel=1e-2) and a.num_tokens == b.num_tokens
+
+
+@needs_bf16
+def test_concurrent_calls_pack_and_reuse_the_kept_copies_without_mixing_them(reorders):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = build_model(modernbert_config()).to(torch.bfloat16)
+    settings = dict(max_new_tokens=16, steps=16, block_length=8, repetition_penalty=1.2)
+    prompts = [torch.tensor([[10 + row, 11, 12, 13]]) for row in range(4)]
+    expected = [model.generate(prompt, **settings) for prompt in prompts]
+    onednn.release_packed_weights(model)
+    with ThreadPoolExecutor(4) as pool:  # the first calls race to pack, the later ones reuse
+        results = list(pool.map(lambda index: model.generate(prompts[index % 4], **settings), range(16)))
+    assert all(torch.equal(result, expected[index % 4]) for index, result in enumerate(results))
