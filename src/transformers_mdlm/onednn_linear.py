@@ -323,6 +323,11 @@ def _packed_copy(weight: torch.Tensor, rows: int) -> torch.Tensor:
     digest = _content_digest(weight) if KEEP_PACKED_WEIGHTS else 0
     if kept is not None and kept.state == state and kept.digest == digest:
         return kept.packed
+    if kept is not None:  # stale: dropped before the new copy is made, so that the cache never holds both
+        with _KEPT_LOCK:
+            if _KEPT.get(weight) is kept:
+                del _KEPT[weight]
+        kept = None
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
     if KEEP_PACKED_WEIGHTS:
         with _KEPT_LOCK:
