@@ -11,15 +11,16 @@ every other call runs unchanged. Decoding enters it for CPU float32 and bfloat16
 bits and a greedy near-tie may be decided differently (random weights with a large vocabulary have many near-ties).
 
 For bfloat16 the default kernel already is oneDNN's; what it lacks is a weight laid out for it. The mode then routes
-the output head and the encoder's larger linears through copies of their weights that oneDNN reordered into its
-blocked layout once, at the start of the decoding call: 16 rows against mmBERT's head take 20 ms instead of 41, and
-an mmBERT layer's four linears at 96 rows 2.34 ms instead of 2.73 (same values, bit for bit, on this machine), for a
-reorder of about 140 ms (head) plus about 100 ms for the encoder's 88 linears, and copies of those weights (393 MB for
-mmBERT's head, 220 MB for its encoder). The copies are kept between decoding calls ([`release_packed_weights`] drops
-them; `KEEP_PACKED_WEIGHTS = False` packs anew at every call), and a later call reuses a copy only when its weight
-still holds the same bytes: same storage, same version counter and the same xxh3-64 digest of its content, computed
-at every call (about 20 ms for all of mmBERT's packed weights, against about 240 ms of reorders), so that writes the
-version counter does not see (`weight.data += delta`, as peft's LoRA merge does) are seen too.
+the output head and the encoder's larger linears through copies of their weights that oneDNN reordered into its blocked
+layout at the start of a decoding call (kept for later calls, below): 16 rows against mmBERT's head take 20 ms instead
+of 41, and an mmBERT layer's four linears at 96 rows 2.34 ms instead of 2.73 (same values, bit for bit, on this
+machine), for a reorder of about 140 ms (head) plus about 100 ms for the encoder's 88 linears, and copies of those
+weights (393 MB for mmBERT's head, 220 MB for its encoder). The copies are kept between decoding calls
+([`release_packed_weights`] drops them; `KEEP_PACKED_WEIGHTS = False` packs anew at every call), and a later call
+reuses a copy only when its weight still holds the same bytes: same storage, same version counter and the same xxh3-64
+digest of its content, computed at every call (about 20 ms for all of mmBERT's packed weights, against about 240 ms of
+reorders), so that writes the version counter does not see (`weight.data += delta`, as peft's LoRA merge does) are seen
+too.
 
 On a CPU without bfloat16 kernels (AVX2 only) PyTorch emulates a bfloat16 linear, summing in float32 and rounding the
 result, 2-7 times slower than its float32 kernel (mmBERT's linears at 96 rows: 17 vs 2.5 ms; its head at 16 rows: 316
