@@ -319,16 +319,16 @@ def _packed_copy(weight: torch.Tensor, rows: int) -> torch.Tensor:
     so a copy packed for other rows is reused as it is.
     """
     with _KEPT_LOCK:
-        kept = _KEPT.get(weight) if KEEP_PACKED_WEIGHTS else None
+        kept = _KEPT.get(weight)
+    # Taken before any packing, so that a copy is never recorded with a state newer than the bytes it was made from.
     state = (weight.data_ptr(), weight.shape, weight.stride(), weight.dtype, _version(weight))
     digest = _content_digest(weight) if KEEP_PACKED_WEIGHTS else 0
-    if kept is not None and kept.state == state and kept.digest == digest:
+    if KEEP_PACKED_WEIGHTS and kept is not None and kept.state == state and kept.digest == digest:
         return kept.packed
-    if kept is not None:  # stale: dropped before the new copy is made, so that the cache never holds both
+    if kept is not None:  # stale, or not to be kept: dropped before a new copy is made (the cache never holds both)
         with _KEPT_LOCK:
             if _KEPT.get(weight) is kept:
                 del _KEPT[weight]
-        kept = None
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
     if KEEP_PACKED_WEIGHTS:
         with _KEPT_LOCK:

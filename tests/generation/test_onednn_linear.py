@@ -258,12 +258,11 @@ def test_packed_weights_can_be_released_or_not_kept(reorders, monkeypatch):
     _decode_plain_and_packed(model, monkeypatch)
     assert len(reorders) == linears  # packed anew after the release
     monkeypatch.setattr(onednn, "KEEP_PACKED_WEIGHTS", False)
-    onednn.release_packed_weights()
     reorders.clear()
     _decode_plain_and_packed(model, monkeypatch)
     _decode_plain_and_packed(model, monkeypatch)
     assert len(reorders) == 2 * linears  # every call packs
-    assert onednn.release_packed_weights() == 0  # and nothing was kept
+    assert onednn.release_packed_weights(model) == 0  # the copies kept before were dropped, and nothing new was kept
 
 
 def test_low_precision_greedy_proposals_match_their_own_argmax():
