@@ -318,21 +318,21 @@ def _packed_copy(weight: torch.Tensor, rows: int) -> torch.Tensor:
     The rows are a hint for oneDNN's layout only: every packed copy computes the same values at any row count (tested),
     so a copy packed for other rows is reused as it is.
     """
-    with _KEPT_LOCK:
-        kept = _KEPT.get(weight)
+    if not KEEP_PACKED_WEIGHTS:
+        with _KEPT_LOCK:
+            _KEPT.pop(weight, None)  # a copy kept before the switch was turned off goes too
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
     # Taken before any packing, so that a copy is never recorded with a state newer than the bytes it was made from.
     state = (weight.data_ptr(), weight.shape, weight.stride(), weight.dtype, _version(weight))
-    digest = _content_digest(weight) if KEEP_PACKED_WEIGHTS else 0
-    if KEEP_PACKED_WEIGHTS and kept is not None and kept.state == state and kept.digest == digest:
-        return kept.packed
-    if kept is not None:  # stale, or not to be kept: dropped before a new copy is made (the cache never holds both)
-        with _KEPT_LOCK:
-            if _KEPT.get(weight) is kept:
-                del _KEPT[weight]
+    digest = _content_digest(weight)
+    with _KEPT_LOCK:
+        kept = _KEPT.get(weight)
+        if kept is not None and kept.state == state and kept.digest == digest:
+            return kept.packed
+        _KEPT.pop(weight, None)  # stale: dropped before the new copy is made (the cache never holds both)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
-    if KEEP_PACKED_WEIGHTS:
-        with _KEPT_LOCK:
-            _KEPT[weight] = _KeptCopy(state, digest, packed)
+    with _KEPT_LOCK:
+        _KEPT[weight] = _KeptCopy(state, digest, packed)
     return packed
 
 
