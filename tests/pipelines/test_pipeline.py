@@ -120,7 +120,7 @@ def test_answers_are_cut_at_eos_and_end_of_answer(pipe):
         end_marker=None,
         sequences=[([20, 21], [*tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30])],
     )
-    assert pipe.postprocess({"meta": meta}, return_full_text=False)[0]["generated_text"] == " w4 w5"
+    assert pipe.postprocess({"meta": meta}, return_type="new_text")[0]["generated_text"] == " w4 w5"
 
 
 def test_history_and_its_pictures(pipe, tmp_path):
@@ -278,3 +278,15 @@ def test_a_tokenizer_without_mask_token_is_refused(tiny_modernbert):
     tokenizer.mask_token = None
     with pytest.raises(ValueError, match="no mask token"):
         pipeline("masked-diffusion", model=tiny_modernbert, tokenizer=tokenizer)
+
+
+def test_progress_bar_follows_the_call(tiny_model_dir, capsys):
+    """A call's `progress_bar` wins over the pipeline's, and the bar counts this call's steps."""
+    shown = pipeline("masked-diffusion", model=str(tiny_model_dir), progress_bar=True)
+    shown("w1 w2", max_new_tokens=4, steps=4, progress_bar=False)
+    assert "denoising" not in capsys.readouterr().err
+    shown("w1 w2", max_new_tokens=4, steps=3)
+    assert "3/3" in capsys.readouterr().err
+    hidden = pipeline("masked-diffusion", model=str(tiny_model_dir), progress_bar=False)
+    hidden("w1 w2", max_new_tokens=16, steps=256, block_length=16)
+    assert "denoising" not in capsys.readouterr().err

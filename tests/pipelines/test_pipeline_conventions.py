@@ -86,3 +86,36 @@ def test_metaspace_tokenizer_spacing_and_trailing_whitespace(tiny_modernbert):
     for typed in ("w1 w2 ", "w1 w2\n"):  # trailing whitespace is not a token of the prompt
         assert pipe(typed, **SHORT)[0]["generated_text"] == typed + answer.lstrip()
     assert not pipe("", return_full_text=False, **SHORT)[0]["generated_text"].startswith(" ")
+
+
+def test_a_calls_output_choice_replaces_the_one_made_at_construction(tiny_model_dir):
+    """As transformers: `return_full_text` / `return_tensors` become one return type, and the call's wins."""
+    built_for_ids = pipeline("masked-diffusion", model=str(tiny_model_dir), return_tensors=True, **SHORT)
+    ids = built_for_ids("w1 w2")[0]["generated_token_ids"]
+    new_text = built_for_ids("w1 w2", return_full_text=False)[0]["generated_text"]
+    assert new_text.split() == built_for_ids.tokenizer.decode(ids[2:], skip_special_tokens=True).split()
+    assert "generated_text" in built_for_ids("w1 w2", return_tensors=False)[0]
+    built_for_new_text = pipeline("masked-diffusion", model=str(tiny_model_dir), return_full_text=False, **SHORT)
+    assert built_for_new_text("w1 w2", return_tensors=True)[0]["generated_token_ids"] == ids  # prompt and answer
+    assert not built_for_new_text("w1 w2")[0]["generated_text"].startswith("w1 w2")
+
+
+def test_a_tokenizer_without_a_model_is_refused_as_transformers_does(tiny_tokenizer):
+    with pytest.raises(RuntimeError, match="tokenizer specified but not the model"):
+        pipeline("masked-diffusion", tokenizer=tiny_tokenizer)
+
+
+def test_infilling_keeps_the_text_as_typed_outside_its_blanks(pipe):
+    # "hello" and "é" are not in the tiny vocabulary: decoding the filled ids would turn them into nothing.
+    out = pipe("w1 <mask> hello é w3 <mask><mask>", steps=3)[0]["generated_text"]
+    words = out.split()
+    assert words[0] == "w1" and words[2:5] == ["hello", "é", "w3"] and len(words) == 7
+    assert all(word.startswith("w") and word[1:].isdigit() for word in (words[1], *words[5:]))
+    assert pipe("w1 <mask> hello", steps=1, return_full_text=False) == pipe("w1 <mask> hello", steps=1)
+
+
+def test_generator_and_callback_are_checked_before_decoding(pipe):
+    with pytest.raises(TypeError, match="`generator` must be a torch"):
+        pipe("w1", generator=42, **SHORT)
+    with pytest.raises(TypeError, match="`callback_on_step_end` must be callable"):
+        pipe("w1", callback_on_step_end="x", **SHORT)

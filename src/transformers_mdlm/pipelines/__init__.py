@@ -38,6 +38,15 @@ def register_pipeline() -> None:
     def pipeline(task: str | None = None, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         if task == TASK:
             if model is None:
+                # transformers refuses a tokenizer without a model (it may not match the default); filling in the
+                # embedded model first would skip that check and pair the two silently.
+                tokenizer = kwargs.get("tokenizer", args[1] if len(args) > 1 else None)
+                if tokenizer is not None:
+                    raise RuntimeError(
+                        "Impossible to instantiate a pipeline with tokenizer specified but not the model: the "
+                        "tokenizer may not match the embedded default model. Pass the model too "
+                        '(pipeline("masked-diffusion", model=..., tokenizer=...)), or no tokenizer.'
+                    )
                 model = default_model_path()
                 if model is None:
                     raise ValueError(

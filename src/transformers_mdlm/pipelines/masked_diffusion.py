@@ -79,6 +79,8 @@ class MaskedDiffusionPipeline(Pipeline):
         self._default_generate_kwargs = {key: value for key, value in kwargs.items() if key in known}
         # `return_history` also decides what decoding records, so a construction-time value must reach every call.
         self._default_return_history = kwargs.get("return_history")
+        # So does `progress_bar`: whether a call shows a bar depends on the call's step count.
+        self._default_progress_bar = kwargs.get("progress_bar")
         super().__init__(*args, **kwargs)
         if self.tokenizer is None:
             raise ValueError("The masked-diffusion pipeline needs a tokenizer: pass `tokenizer=` with the model.")
@@ -114,6 +116,24 @@ class MaskedDiffusionPipeline(Pipeline):
         if return_full_text is not None and return_tensors is not None:
             # transformers' text-generation refuses the pair: token ids always hold the prompt and the answer.
             raise ValueError("`return_full_text` is mutually exclusive with `return_tensors`")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"`generator` must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got "
+                f"{type(generator).__name__}."
+            )
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(
+                f"`callback_on_step_end` must be callable or None, got {type(callback_on_step_end).__name__}."
+            )
+        # As transformers' text-generation: the two flags become one `return_type`, so that a call's choice replaces
+        # the one made when the pipeline was built (two flags would both survive the merge of the two).
+        return_type = None
+        if return_full_text is not None:
+            return_type = "full_text" if return_full_text else "new_text"
+        elif return_tensors:
+            return_type = "tensors"
+        elif return_tensors is False and getattr(self, "_postprocess_params", {}).get("return_type") == "tensors":
+            return_type = "full_text"  # text again, after `return_tensors=True` at construction
         defaults = getattr(self, "_default_generate_kwargs", {})
         if generate_kwargs.get("generation_config") is not None:
             # transformers: a call's `generation_config` replaces the settings given when the pipeline was built.
@@ -134,11 +154,14 @@ class MaskedDiffusionPipeline(Pipeline):
         # Always this call's value, `None` included (`max_length` then decides): transformers would otherwise keep the
         # value given at construction for the length check.
         preprocess["max_new_tokens"] = config.max_new_tokens
+        if progress_bar is None:
+            progress_bar = getattr(self, "_default_progress_bar", None)
         show_bar = progress_bar if progress_bar is not None else config.steps >= PROGRESS_BAR_MIN_STEPS
-        forward = _given(generation_config=config, total_steps=config.steps if show_bar else None,
-                         callback_on_step_end=callback_on_step_end, generator=generator)  # fmt: skip
-        postprocess = _given(return_full_text=return_full_text, return_tensors=return_tensors,
-                             return_history=return_history, clean_up_tokenization_spaces=clean_up_tokenization_spaces)  # fmt: skip
+        forward = _given(generation_config=config, callback_on_step_end=callback_on_step_end, generator=generator)
+        # Always this call's value (`None` included): the bar's length is this call's step count.
+        forward["total_steps"] = config.steps if show_bar else None
+        postprocess = _given(return_type=return_type, return_history=return_history,
+                             clean_up_tokenization_spaces=clean_up_tokenization_spaces)  # fmt: skip
         return preprocess, forward, postprocess
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
@@ -242,8 +265,7 @@ class MaskedDiffusionPipeline(Pipeline):
     def postprocess(
         self,
         model_outputs: dict[str, Any],
-        return_full_text: bool | None = None,
-        return_tensors: bool = False,
+        return_type: str = "full_text",
         return_history: bool = False,
         clean_up_tokenization_spaces: bool | None = None,
     ) -> list[dict[str, Any]]:
@@ -252,10 +274,10 @@ class MaskedDiffusionPipeline(Pipeline):
         decode_kwargs: dict[str, Any] = {"skip_special_tokens": True}
         if clean_up_tokenization_spaces is not None:
             decode_kwargs["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
-        full = True if return_full_text is None else return_full_text
+        full = return_type != "new_text"
         records = []
         for index, (prompt_tokens, new_tokens) in enumerate(meta["sequences"]):
-            if return_tensors:
+            if return_type == "tensors":
                 record: dict[str, Any] = {"generated_token_ids": prompt_tokens + new_tokens if full else new_tokens}
             else:
                 record = {"generated_text": self._text(meta, prompt_tokens, new_tokens, full, decode_kwargs)}
@@ -270,10 +292,11 @@ class MaskedDiffusionPipeline(Pipeline):
         """The text of one answer, as transformers' text-generation pipeline shapes it."""
         tokenizer = self.tokenizer
         if meta["kind"] == "infill":
-            return tokenizer.decode(prompt_tokens, **decode_kwargs)
+            return self._filled_text(meta, prompt_tokens, decode_kwargs)
         new_tokens = _cut_at(new_tokens, tokenizer.eos_token_id)
-        # As transformers' text-generation does: decode prompt and answer together (so that the spacing between them
-        # is right), then drop the decoded prompt.
+        # Decode prompt and answer together (so that the spacing between them is right), then drop the decoded
+        # prompt: transformers 4's text-generation did this; transformers 5 decodes the new tokens alone, which loses
+        # the space before the answer's first word (docs/transformers_users.md).
         answer = tokenizer.decode(prompt_tokens + new_tokens, **decode_kwargs)
         answer = answer[len(tokenizer.decode(prompt_tokens, **decode_kwargs)) :]
         if meta["end_marker"] and meta["end_marker"] in answer:
@@ -290,6 +313,25 @@ class MaskedDiffusionPipeline(Pipeline):
             return [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + answer}]
         answer = answer.strip()
         return [*messages, {"role": "assistant", "content": answer}] if full else answer
+
+    def _filled_text(self, meta: dict[str, Any], filled: list[int], decode_kwargs: dict) -> str:
+        """The input text as typed, each mask token replaced by the text of the token that filled it.
+
+        Decoding the whole filled sequence instead would rewrite the user's text wherever the tokenizer does not
+        give it back (unknown characters, normalisation). Each filled token's text is what it adds to the decoded
+        sequence at its place, so a word-start token brings its space; none is added after text ending in whitespace.
+        """
+        tokenizer = self.tokenizer
+        pieces = meta["text"].split(tokenizer.mask_token)
+        positions = [i for i, token in enumerate(meta["input_ids"]) if token == tokenizer.mask_token_id]
+        if len(positions) != len(pieces) - 1:  # a tokenizer that splits or merges its own mask string
+            return tokenizer.decode(filled, **decode_kwargs)
+        text = pieces[0]
+        for position, after in zip(positions, pieces[1:], strict=True):
+            before = tokenizer.decode(filled[:position], **decode_kwargs)
+            piece = tokenizer.decode(filled[: position + 1], **decode_kwargs)[len(before) :]
+            text += (piece.lstrip() if not text or text[-1].isspace() else piece) + after
+        return text
 
     # ------------------------------------------------------------------ saving
 
