@@ -90,6 +90,14 @@ def generate_dataset(
     resumes. Returns counts: rows, generated (by this process), skipped (already written).
     """
     check_int("batch_size", batch_size, minimum=1)
+    unsupported = sorted(name for name in ("return_tensors", "return_history") if generate_kwargs.get(name))
+    if unsupported:
+        raise ValueError(
+            f"generate_dataset writes `generated_text` only; {', '.join(unsupported)} would be dropped. Call the "
+            "pipeline directly for token ids or the denoising history."
+        )
+    if hasattr(pipe, "_sanitize_parameters"):  # every generation setting checked before any row is read or generated
+        pipe._sanitize_parameters(**generate_kwargs)
     output = Path(output)
     if output.suffix != ".jsonl":
         raise ValueError(f"`output` must be a .jsonl file, got {output}.")
@@ -164,7 +172,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     records = []
     if not path.is_file():
         return records
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    for line in path.read_text(encoding="utf-8").split("\n")[:-1]:  # the text after the last newline is not a line
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

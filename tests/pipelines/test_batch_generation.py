@@ -140,3 +140,29 @@ def test_an_output_name_with_glob_characters_merges_its_parts(pipe, tmp_path):
     assert len(output.read_text().splitlines()) == 3  # was 0: the parts were never found
     assert not list(tmp_path.glob("*.part-*"))
     assert generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)["skipped"] == 3
+
+
+def test_a_complete_record_without_its_newline_is_generated_again(pipe, tmp_path):
+    """A kill between a record's JSON and its newline: the cut line is dropped, so its row must not count as done."""
+    source, output = tmp_path / "prompts.txt", tmp_path / "answers.jsonl"
+    source.write_text("w1 w2\nw3 w4\nw5 w6\n")
+    part = output.with_name(output.name + ".part-0")
+    part.write_text(
+        json.dumps({"id": 0, "input": "w1 w2", "generated_text": "a"}) + "\n"
+        + json.dumps({"id": 1, "input": "w3 w4", "generated_text": "b"})
+    )  # fmt: skip
+    summary = generate_dataset(pipe, source, output, batch_size=2, progress=False, **SETTINGS)
+    assert summary["skipped"] == 1 and summary["generated"] == 2
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == [0, 1, 2]
+    assert not part.exists()
+
+
+def test_outputs_it_cannot_write_and_bad_settings_are_refused_before_generating(pipe, tmp_path):
+    source, output = tmp_path / "prompts.txt", tmp_path / "answers.jsonl"
+    source.write_text("w1 w2\n")
+    for setting in ("return_tensors", "return_history"):
+        with pytest.raises(ValueError, match=f"{setting} would be dropped"):
+            generate_dataset(pipe, source, output, progress=False, **{setting: True}, **SETTINGS)
+    with pytest.raises(ValueError, match="temperature"):
+        generate_dataset(pipe, source, output, progress=False, temperature=-1.0, **SETTINGS)
+    assert not list(tmp_path.glob("answers*"))
