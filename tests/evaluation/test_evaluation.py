@@ -313,3 +313,77 @@ def test_a_model_with_nan_weights_fails_its_evaluation_instead_of_scoring(tmp_pa
     report = evaluate_model(str(model_dir), ["perplexity"], text_file=texts, num_samples=2)
     assert report["failed"] == ["perplexity"]
     assert "is nan" in report["results"]["perplexity"]["error"]
+
+
+def test_acc_norm_divides_by_the_choice_without_its_delimiter_as_lm_eval(monkeypatch):
+    """lm-eval's acc_norm: log-likelihood / len(choice text), the target delimiter (our leading space) not counted."""
+    from transformers_mdlm.evaluation import tasks
+    from transformers_mdlm.evaluation.likelihood import EvidenceBound
+
+    item = tasks._xcopa_item({"premise": "w7 w8.", "question": "effect", "choice1": "w1 w2 w3 w4 w5 w6 w7",
+                              "choice2": "w1 w2 w3", "label": 0})  # fmt: skip
+    assert item.choices[0].startswith(" ")
+    # 30 nats over 20 characters (-1.5 per character) against 12.5 over 8 (-1.5625): the long choice wins. Counting
+    # the space (21 and 9 characters) made the short one win (-1.4286 against -1.3889).
+    bounds = [EvidenceBound(30.0, 0.1, 7, 32), EvidenceBound(12.5, 0.1, 3, 32)]
+    monkeypatch.setattr(tasks, "evidence_bound", lambda *args, **kwargs: bounds)
+    scores = score_multiple_choice(small_model(), make_tiny_tokenizer(), [item])
+    assert scores["acc_norm"] == 1.0 and scores["acc"] == 0.0
+
+
+def _metaspace_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    words = ["▁"] + [f"▁w{i}" for i in range(94)]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>", mask_token="<mask>")  # fmt: skip
+
+
+def test_the_lm_eval_adapter_scores_the_text_and_decodes_as_the_task_asks():
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    from types import SimpleNamespace
+
+    from conftest import build_model, modernbert_config
+    from transformers_mdlm.evaluation.lm_eval_adapter import MaskedDiffusionLM
+
+    tokenizer = _metaspace_tokenizer()
+    model = build_model(modernbert_config())
+    lm = MaskedDiffusionLM(pretrained=model, tokenizer=tokenizer, num_samples=2, temperature=0.7)
+    # lm-eval's pairing: a context's trailing space belongs to the continuation, and the joined text is tokenized
+    # whole (separately, "w1 w2 " + "w3" gave an extra "▁" token).
+    assert lm._encode_pair("w1 w2 ", "w3") == (tokenizer.encode("w1 w2"), tokenizer.encode("w3"))
+    assert lm._encode_pair("w1 w2", " w3") == (tokenizer.encode("w1 w2"), tokenizer.encode("w3"))
+
+    calls = []
+    generate = model.generate
+    model.generate = lambda *args, **kwargs: calls.append(kwargs) or generate(*args, **kwargs)
+    request = SimpleNamespace(args=("w1 w2", {"until": ["w9"], "max_gen_toks": 4, "do_sample": False, "top_k": 1}))
+    lm.generate_until([request])
+    assert calls[0]["do_sample"] is False and calls[0]["top_k"] == 1 and calls[0]["max_new_tokens"] == 4
+    model.generate = generate
+
+    # `is_greedy` is the argmax infilling, whatever sampling and penalties the model's saved settings hold.
+    model.generation_config.update(temperature=1.0, repetition_penalty=1.5)
+    ids = [10, 11, 12, 13, 14, 15]
+    masked = torch.tensor([ids[:2] + [MASK] * 4])
+    greedy = model.infill(masked, steps=4, block_length=6, do_sample=False, repetition_penalty=1.0,
+                          no_repeat_ngram_size=0, suppress_tokens=None)[0].tolist()  # fmt: skip
+    assert all(lm._is_greedy(greedy, 2) for _ in range(5))
+
+
+def test_mdlm_eval_refuses_missing_task_files_and_a_folder_as_output_before_loading(tmp_path, capsys, monkeypatch):
+    import transformers
+
+    loaded = []
+    monkeypatch.setattr(transformers, "pipeline", lambda *args, **kwargs: loaded.append(args) or 1 / 0)
+    base = ["eval", "--model", str(tmp_path), "--data-dir", str(tmp_path / "nowhere")]
+    assert main([*base, "--tasks", "xcopa_tr"]) == 2
+    assert "xcopa_tr_validation.jsonl, which does not exist" in capsys.readouterr().err
+    assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--output", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not loaded

@@ -78,12 +78,21 @@ class MaskedDiffusionLM(LM):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """As lm-eval's `_encode_pair`: the context's trailing whitespace moves to the continuation, and the joined
+        text is tokenized whole, so that the scored tokens are those of the text itself (and of `mdlm eval`)."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self._encode(context + continuation)
+        context_ids = self._encode(context)
+        return context_ids, whole[len(context_ids) :]
+
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results = []
         for request in requests:
             context, continuation = request.args
-            context_ids = self._encode(context)
-            continuation_ids = self._encode(continuation)
+            context_ids, continuation_ids = self._encode_pair(context, continuation)
             ids = (context_ids + continuation_ids)[-self.max_length :]
             context_length = max(len(ids) - len(continuation_ids), 0)
             (bound,) = evidence_bound(
@@ -96,7 +105,12 @@ class MaskedDiffusionLM(LM):
     @torch.no_grad()
     def _is_greedy(self, ids: list[int], context_length: int) -> bool:
         masked = torch.tensor([ids[:context_length] + [self.tokenizer.mask_token_id] * (len(ids) - context_length)])
-        filled = self.model.infill(masked, steps=max(len(ids) - context_length, 1), block_length=len(ids))
+        # Greedy whatever the model's saved decoding settings (sampling, penalties, bans): the argmax infilling.
+        filled = self.model.infill(
+            masked, steps=max(len(ids) - context_length, 1), block_length=len(ids), do_sample=False,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, suppress_tokens=None, cfg_scale=0.0,
+            remasking="low_confidence", stochastic_transfer=False, confidence_threshold=None, kv_cache=None,
+        )  # fmt: skip
         return filled[0, context_length:].tolist() == ids[context_length:]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
@@ -120,7 +134,9 @@ class MaskedDiffusionLM(LM):
             until = gen_kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
             max_new = int(gen_kwargs.pop("max_gen_toks", self.generation_kwargs.get("max_new_tokens", 64)))
-            settings = {**self.generation_kwargs, "max_new_tokens": max_new}
+            # The task's own settings (do_sample, temperature, ...) win over the model arguments', as in lm-eval's HF
+            # model; one this decoding does not have raises a TypeError naming it.
+            settings = {**self.generation_kwargs, **gen_kwargs, "max_new_tokens": max_new}
             settings.setdefault("steps", max_new)
             if not 1 <= max_new < self.max_length:  # a slice [-0:] would keep the whole context, past the positions
                 raise ValueError(

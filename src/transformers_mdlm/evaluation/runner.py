@@ -65,6 +65,12 @@ def evaluate_model(
             raise ValueError(
                 f"Unknown task {task!r}: known tasks are {', '.join(TASKS)}, or a {task}_{split}.jsonl file in {data_dir}."
             )
+        # The built-in tasks' files too, before the model loads (a Hub model can take minutes).
+        if task != "perplexity" and not (Path(data_dir) / f"{task}_{split}.jsonl").is_file():
+            raise FileNotFoundError(
+                f"Task {task!r} reads {Path(data_dir) / f'{task}_{split}.jsonl'}, which does not exist: check "
+                "`data_dir` and `split`."
+            )
     if "perplexity" in tasks and (text_file is None or not Path(text_file).is_file()):
         raise ValueError("The perplexity task reads `text_file` (one text per line); pass an existing file.")
     pipe = transformers.pipeline("masked-diffusion", model=model, dtype=torch.float32)
@@ -124,6 +130,8 @@ def _check_arguments(tasks: Any, limit: Any, num_samples: Any, output: Any) -> l
     check_int("limit", limit, minimum=1, optional=True)
     check_int("num_samples", num_samples, minimum=2)  # the evidence bound's standard error needs two draws
     if output is not None:
+        if Path(output).is_dir():
+            raise IsADirectoryError(f"`output` {output} is a folder; pass a file path for the JSON report.")
         folder = Path(output).resolve().parent
         if not folder.is_dir():
             raise FileNotFoundError(f"`output`: the folder {folder} does not exist.")
