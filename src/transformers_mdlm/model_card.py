@@ -89,6 +89,8 @@ def _hub_ids(datasets: list[dict[str, str]]) -> list[str]:
     has the `owner/name` form and is not a local path (`data/train.jsonl` is a file, not a Hub dataset)."""
     ids = []
     for item in datasets:
+        if "evaluation only" in str(item.get("use", "")).lower():
+            continue  # the metadata's `datasets` are the training data, as the Hub reads them
         if item.get("hub_id"):
             if _HUB_SEGMENTS.fullmatch(item["hub_id"]):
                 ids.append(item["hub_id"])
@@ -145,7 +147,8 @@ def build_model_card(
         model: the model; its config, size, generation config and (for a peft model) LoRA settings are read from it.
         repo_id (`str`, *optional*): the Hub id shown in the usage example (`""`: none, for the embedded model).
         datasets (`str`, `list[str]` or `list[dict]`, *optional*): dataset names, or `{"name", "license", "use",
-            "hub_id"}` per dataset; Hub ids among them (or their `hub_id`) go into the metadata.
+            "hub_id"}` per dataset; Hub ids among them (or their `hub_id`) go into the metadata, except those whose
+            `use` says "evaluation only" (the Hub reads the metadata's `datasets` as training data).
         training (`dict`, *optional*): training settings to list (stage, steps, learning rate, wall time, ...).
         lora (`dict`, *optional*): LoRA settings; read from a peft model when not given.
         eval_results (`list[dict]`, *optional*): `{"task", "metric", "value"}` rows (optionally `dataset`,

@@ -387,3 +387,14 @@ def test_mdlm_eval_refuses_missing_task_files_and_a_folder_as_output_before_load
     assert main([*base, "--tasks", "perplexity", "--text-file", __file__, "--output", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert not loaded
+
+
+def test_empty_choices_and_an_adapter_without_its_tokenizer_are_refused():
+    items = [MultipleChoiceItem("w1 w2 w3", ["", " w5"], 1)]
+    with pytest.raises(ValueError, match="must not be empty or blank"):
+        score_multiple_choice(small_model(), make_tiny_tokenizer(), items, num_samples=2)
+    pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+    from transformers_mdlm.evaluation.lm_eval_adapter import MaskedDiffusionLM
+
+    with pytest.raises(ValueError, match="`tokenizer` is needed"):
+        MaskedDiffusionLM(pretrained=small_model())

@@ -117,6 +117,10 @@ def test_card_datasets_keep_hub_ids_and_leave_out_local_paths():
     metadata = card.split("---")[1]
     assert "- org/turkish" in metadata and "- wikitext" in metadata
     assert "train.jsonl" not in metadata and "./corpus" not in metadata
+    # An evaluation set stays out of the metadata (the Hub reads it as training data) but keeps its row in the card.
+    card = str(build_model_card(small_model(), datasets=[{"name": "XCOPA", "hub_id": "cambridgeltl/xcopa",
+                                                          "license": "CC BY 4.0", "use": "evaluation only"}]))  # fmt: skip
+    assert "cambridgeltl/xcopa" not in card.split("---")[1] and "XCOPA" in card.split("---", 2)[2]
 
 
 def test_the_lora_table_names_the_active_adapter_and_keeps_a_regex_whole():

@@ -63,6 +63,10 @@ class MaskedDiffusionLM(LM):
             self.model = AutoModelForMaskedDiffusion.from_pretrained(name, dtype=torch.float32)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
         else:
+            if tokenizer is None:
+                raise ValueError(
+                    "`tokenizer` is needed with a loaded model as `pretrained` (only a name loads its own)."
+                )
             self.model, self.tokenizer = pretrained, tokenizer
         if device and str(device).startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's command line asks for CUDA by default; its own HF model falls back to the CPU the same way.

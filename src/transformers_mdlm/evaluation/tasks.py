@@ -74,6 +74,8 @@ def _item_problem(item: MultipleChoiceItem) -> str | None:
         return f"`choices` must be a list of at least 2 strings, got {item.choices!r}."
     if not all(isinstance(choice, str) for choice in item.choices):
         return f"`choices` must hold strings, got {item.choices!r}."
+    if not all(choice.strip() for choice in item.choices):  # an empty choice would be scored on a context token
+        return f"`choices` must not be empty or blank, got {item.choices!r}."
     if isinstance(item.label, bool) or not isinstance(item.label, int) or not 0 <= item.label < len(item.choices):
         return f"`label` must be an index into `choices` (0 to {len(item.choices) - 1}), got {item.label!r}."
     return None
