@@ -119,3 +119,8 @@ def test_generator_and_callback_are_checked_before_decoding(pipe):
         pipe("w1", generator=42, **SHORT)
     with pytest.raises(TypeError, match="`callback_on_step_end` must be callable"):
         pipe("w1", callback_on_step_end="x", **SHORT)
+
+
+def test_a_mask_token_inside_a_chat_message_is_refused(pipe):
+    with pytest.raises(ValueError, match="Message 0 holds the mask token"):
+        pipe([{"role": "user", "content": "w1 <mask> w2"}], **SHORT)

@@ -180,6 +180,14 @@ class MaskedDiffusionPipeline(Pipeline):
         tokenizer = self.tokenizer
         continued = False
         if isinstance(inputs, Conversation):
+            for index, message in enumerate(inputs.messages):
+                if tokenizer.mask_token in message["content"]:
+                    # Decoding would fill it inside the prompt while the returned messages kept it: text and ids
+                    # would disagree. Infilling is for plain strings.
+                    raise ValueError(
+                        f"Message {index} holds the mask token {tokenizer.mask_token!r}; chats are answered, not "
+                        "infilled. Pass the text with its blanks as a plain string to fill them."
+                    )
             template = tokenizer.chat_template or DIFFUTRON_CHAT_TEMPLATE
             continued = (
                 inputs.messages[-1]["role"] == "assistant"
