@@ -94,7 +94,8 @@ class MaskedDiffusionModelMixin(MaskedDiffusionGenerationMixin):
 
     def padding_id(self, generation_config: MaskedDiffusionGenerationConfig) -> int:
         """The id that pads rows in the decoding layout: the model's own pad id first (RoBERTa numbers positions
-        from it), then the generation config's pad or EOS id."""
+        from it), then the generation config's pad or EOS id. The padding of finished rows in the output is the
+        generation config's `pad_token_id` instead (see `generation.stopping.output_padding_id`)."""
         for candidate in (
             getattr(self.config, "pad_token_id", None),
             generation_config.pad_token_id,

@@ -144,3 +144,62 @@ def test_concurrent_calls_on_one_model_equal_sequential_ones(tiny_modernbert):
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             assert list(pool.map(run, jobs)) == expected
     assert tiny_modernbert.config._attn_implementation == "sdpa"
+
+
+def test_a_dual_cache_call_does_not_switch_the_attention_inside_a_concurrent_exact_pass():
+    # An exact call on an eager model built its masks while another thread's dual-cache call had the model switched,
+    # then ran eager attention (adding sdpa's boolean mask) after that call switched it back: wrong tokens, silently.
+    import threading
+
+    from conftest import modernbert_config
+    from transformers_mdlm.generation import dual_cache
+
+    model = build_model(modernbert_config())
+    model.set_attn_implementation("eager")
+    prompt = torch.tensor([[10, 11, 12, 13, 14]])
+    settings = dict(max_new_tokens=16, steps=16)
+    reference = model.generate(prompt, **settings)
+
+    in_pass, other_done, errors = threading.Event(), threading.Event(), []
+
+    def hold_dual_call(model, step, timestep, callback_kwargs):
+        in_pass.wait(timeout=30)  # the dual call stays switched until the exact pass has built its masks
+
+    def dual_call():
+        try:
+            model.generate(torch.tensor([[20, 21, 22]]), max_new_tokens=8, steps=8, block_length=4, kv_cache="dual",
+                           callback_on_step_end=hold_dual_call)  # fmt: skip
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            other_done.set()
+
+    main, first = threading.current_thread(), [True]
+    key = id(model.config)
+
+    def in_first_layer(module, args):
+        if threading.current_thread() is main and first[0]:
+            first[0] = False
+            in_pass.set()
+            # Give the dual call the chance to switch back inside this pass: it either ends (the race) or waits for
+            # this pass (the fix), which shows as a pending switch.
+            for _ in range(3000):
+                if other_done.wait(0.01) or getattr(dual_cache, "_PENDING", {}).get(key):
+                    break
+
+    handle = model.model.layers[0].register_forward_pre_hook(in_first_layer)
+    thread = threading.Thread(target=dual_call)
+    thread.start()
+    try:
+        for _ in range(3000):  # wait (at most 30 s) until the dual call has switched the model
+            if model.config._attn_implementation == dual_cache.ATTENTION_IMPLEMENTATION:
+                break
+            other_done.wait(0.01)
+        out = model.generate(prompt, **settings)
+    finally:
+        in_pass.set()
+        thread.join(timeout=60)
+        handle.remove()
+    assert not errors and not thread.is_alive()
+    assert torch.equal(out, reference)
+    assert model.config._attn_implementation == "eager"

@@ -8,7 +8,7 @@ import torch
 from conftest import EOS, MASK, PAD, VOCAB, build_model, left_pad, modernbert_config, random_prompt
 from reference_sampler import reference_generate
 from transformers_mdlm import MaskedDiffusionGenerationOutput, MaskedDiffusionScheduler
-from transformers_mdlm.generation.stopping import pad_after_eos
+from transformers_mdlm.generation.stopping import StopStringMatcher, pad_after_eos
 
 SHORT = dict(max_new_tokens=16, steps=8, block_length=8)
 
@@ -392,3 +392,94 @@ def test_a_compiled_encoder_gives_the_same_tokens(fresh_modernbert):
     exact = fresh_modernbert.generate(ids, attention_mask=mask, **settings)
     fresh_modernbert.model.compile(dynamic=True)
     assert torch.equal(fresh_modernbert.generate(ids, attention_mask=mask, **settings), exact)
+
+
+def _eos_everywhere_model():
+    model = build_model(modernbert_config())
+    with torch.no_grad():
+        model.decoder.bias[EOS] += 50.0  # the model proposes EOS at every position
+    return model
+
+
+@pytest.mark.parametrize("stop_on_eos", [False, True])
+def test_the_call_s_pad_token_id_pads_finished_rows(stop_on_eos):
+    # The model config's pad id (0) used to win over the call's and the generation config's, as transformers'
+    # does not.
+    from transformers_mdlm import MaskedDiffusionGenerationConfig
+
+    model = _eos_everywhere_model()
+    ids = torch.tensor([[10, 11, 12]])
+    expected = [[10, 11, 12, EOS, 7, 7, 7, 7, 7]]
+    settings = dict(max_new_tokens=6, steps=6, stop_on_eos=stop_on_eos)
+    assert model.generate(ids, pad_token_id=7, **settings).tolist() == expected
+    config = MaskedDiffusionGenerationConfig(pad_token_id=7, mask_token_id=MASK, eos_token_id=EOS, **settings)
+    assert model.generate(ids, generation_config=config).tolist() == expected
+    assert model.generate(ids, **settings).tolist() == [[10, 11, 12, EOS, PAD, PAD, PAD, PAD, PAD]]
+
+
+def test_stop_strings_and_eos_pad_with_the_same_id(tiny_tokenizer):
+    model = build_model(modernbert_config())
+    ids = torch.tensor([[10, 11, 12]])
+    settings = dict(max_new_tokens=12, steps=12, block_length=4)
+    base = model.generate(ids, **settings)[0, 3:].tolist()
+    word = tiny_tokenizer.decode([base[5]])
+    cut = StopStringMatcher(tiny_tokenizer, [word]).end_index(base)
+    out = model.generate(ids, stop_strings=[word], tokenizer=tiny_tokenizer, pad_token_id=7, **settings)
+    assert out[0, 3:].tolist() == base[: cut + 1] + [7] * (11 - cut)
+
+
+@pytest.mark.parametrize("max_new_tokens, block_length", [(10, 4), (5, 8)])
+def test_a_streamer_receives_exactly_the_new_tokens(tiny_modernbert, max_new_tokens, block_length):
+    # A partial last block (or a block wider than the canvas) used to stream its last column repeatedly.
+    class Recorder:
+        def __init__(self):
+            self.puts, self.drafts, self.ended = [], [], False
+
+        def put(self, value):
+            self.puts.append(value)
+
+        def put_draft(self, value):
+            self.drafts.append(value)
+
+        def end(self):
+            self.ended = True
+
+    ids = torch.tensor([[10, 11, 12]])
+    recorder = Recorder()
+    out = tiny_modernbert.generate(
+        ids, max_new_tokens=max_new_tokens, steps=max_new_tokens, block_length=block_length, streamer=recorder
+    )
+    assert recorder.ended and torch.equal(recorder.puts[0], ids)
+    assert torch.equal(torch.cat(recorder.puts[1:], dim=1), out[:, 3:])
+    assert all(draft.shape[1] <= min(block_length, max_new_tokens) for draft in recorder.drafts)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(generator=42), r"`generator` must be a torch.Generator or None, got int"),
+        (dict(generator=42, do_sample=True), r"`generator` must be a torch.Generator"),
+        (dict(streamer=object()), r"`streamer` must be None or a streamer with `put` and `end`"),
+    ],
+)
+def test_generate_checks_generator_and_streamer(tiny_modernbert, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        tiny_modernbert.generate(torch.tensor([[10, 11, 12]]), max_new_tokens=4, steps=4, **kwargs)
+
+
+def test_infill_checks_the_generator(tiny_modernbert):
+    with pytest.raises(TypeError, match=r"`generator` must be a torch.Generator"):
+        tiny_modernbert.infill(torch.tensor([[10, MASK, 12]]), steps=1, generator=42)
+
+
+def test_without_attention_mask_the_pad_tokens_are_inferred_as_padding(tiny_modernbert):
+    # transformers infers `input_ids != pad_token_id` when the pad occurs and differs from EOS; the pads used to be
+    # decoded as prompt tokens.
+    ids, mask = left_pad([[10, 11, 12, 13], [20, 21]])
+    settings = dict(max_new_tokens=6, steps=6)
+    assert torch.equal(tiny_modernbert.generate(ids, **settings), tiny_modernbert.generate(ids, mask, **settings))
+    # With pad == EOS nothing is inferred (a pad may be a real EOS), as in transformers.
+    rows = torch.tensor([[10, EOS, 12], [20, 21, 22]])
+    ones = torch.ones_like(rows)
+    same = dict(pad_token_id=EOS, **settings)
+    assert torch.equal(tiny_modernbert.generate(rows, **same), tiny_modernbert.generate(rows, ones, **same))

@@ -98,3 +98,28 @@ def test_bad_values_name_the_argument_and_what_is_allowed(name, value, allowed):
 def test_unknown_parameter_is_a_type_error():
     with pytest.raises(TypeError, match="num_beams"):
         MaskedDiffusionGenerationConfig(num_beams=4)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.0, "False"])
+def test_do_sample_must_be_a_bool(value):
+    # `0 == False` passed a membership check, but decoding tests `do_sample is False`: `do_sample=0` sampled.
+    with pytest.raises(TypeError, match=r"`do_sample` must be True, False or None"):
+        MaskedDiffusionGenerationConfig(do_sample=value, temperature=0.7)
+    with pytest.raises(TypeError, match=r"`do_sample`"):
+        MaskedDiffusionGenerationConfig().with_overrides(do_sample=value)
+    assert MaskedDiffusionGenerationConfig(do_sample=False, temperature=0.7).sampling_temperature == 0.0
+
+
+def test_confidence_threshold_is_refused_with_entropy_remasking():
+    # Entropy's score (negative entropy) is <= 0: no position would ever pass a threshold in (0, 1].
+    from transformers_mdlm import MaskedDiffusionScheduler
+
+    with pytest.raises(ValueError, match=r"`confidence_threshold=0.5`.*`remasking='entropy'`"):
+        MaskedDiffusionGenerationConfig(remasking="entropy", confidence_threshold=0.5)
+    with pytest.raises(ValueError, match=r"`remasking='entropy'`"):
+        MaskedDiffusionGenerationConfig(confidence_threshold=0.5).with_overrides(remasking="entropy")
+    with pytest.raises(ValueError, match=r"`remasking='entropy'`"):
+        MaskedDiffusionScheduler(remasking="entropy", confidence_threshold=0.5)
+    for remasking in ("low_confidence", "margin", "random"):
+        MaskedDiffusionGenerationConfig(remasking=remasking, confidence_threshold=0.5)
+    MaskedDiffusionGenerationConfig(remasking="entropy")

@@ -22,6 +22,17 @@ KV_CACHES = ("dual",)
 SPECIAL_TOKEN_ATTRIBUTES = ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
+def check_threshold_remasking(remasking: Any, confidence_threshold: Any) -> None:
+    """Refuse `confidence_threshold` with `"entropy"` remasking: that score (negative entropy) is <= 0, so a
+    threshold in (0, 1] would never be exceeded and decoding would silently fall back to one token per step."""
+    if confidence_threshold is not None and remasking == "entropy":
+        raise ValueError(
+            f"`confidence_threshold={confidence_threshold}` cannot be combined with `remasking='entropy'`: its score "
+            "(negative entropy) is never above 0, so no position would pass the threshold. Use "
+            "`remasking='low_confidence'` or `'margin'` with a threshold, or `confidence_threshold=None`."
+        )
+
+
 def _as_string_list(value: Any) -> Any:
     """`stop_strings` given as one string, as transformers takes it, as a list; anything else is left to `validate`."""
     return [value] if isinstance(value, str) else value
@@ -260,6 +271,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             lambda v: 0 < v <= 1,
             optional=True,
         )
+        check_threshold_remasking(self.remasking, self.confidence_threshold)
         check_number("repetition_penalty", self.repetition_penalty, "a finite number > 0", lambda v: v > 0)
         check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
         if self.suppress_tokens is not None and (
@@ -271,7 +283,9 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
             )
         check_number("cfg_scale", self.cfg_scale, "a finite number >= 0", lambda v: v >= 0)
         check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
-        check_choice("do_sample", self.do_sample, (True, False), optional=True)
+        # Strictly a bool: `0 == False`, but `sampling_temperature` tests `is False`, so `0` would sample.
+        if self.do_sample is not None and not isinstance(self.do_sample, bool):
+            raise TypeError(f"`do_sample` must be True, False or None, got {self.do_sample!r}.")
         check_int("num_return_sequences", self.num_return_sequences, minimum=1)
         if (
             self.num_return_sequences > 1

@@ -19,10 +19,10 @@ import torch
 from .canvas import Canvas, pack_to_front
 from .compiled_step import compiled_step, logits_at_slots
 from .configuration import MaskedDiffusionGenerationConfig
-from .dual_cache import DualCache
+from .dual_cache import DualCache, attention_implementation_held
 from .logits import apply_repetition_penalty, ban_repeated_ngrams, token_presence
 from .scheduling import MaskedDiffusionScheduler, SamplingParameters
-from .stopping import StopStringMatcher
+from .stopping import StopStringMatcher, output_padding_id
 
 #: What `callback_on_step_end` may receive in its `callback_kwargs` (`callback_on_step_end_tensor_inputs`).
 CALLBACK_TENSOR_INPUTS = ("sequences", "committed", "block_index")
@@ -254,7 +254,7 @@ class _Denoiser:
         region = (columns >= canvas.region_start[:, None]) & (columns < plan.end[:, None]) & canvas.real
         # The committed prefix: region columns before the row's first mask (masks outside the region do not count).
         committed = region & ((x == mask_id) & region).long().cumsum(dim=1).eq(0)
-        fill_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+        fill_id = output_padding_id(config)  # the same id as the padding after EOS
         newly = torch.zeros_like(self.finished)
         if check_eos:
             newly |= ~self.finished & ((x == config.eos_token_id) & committed).any(dim=1)
@@ -290,7 +290,9 @@ class _Denoiser:
             attention_mask = torch.cat([attention_mask, attention_mask]) if attention_mask is not None else None
             slots = torch.cat([slots, slots])
         if cache is None:
-            logits = self.project(model, tokens, attention_mask, slots)
+            # A dual-cache call on another thread must not switch the attention implementation inside this pass.
+            with attention_implementation_held(model):
+                logits = self.project(model, tokens, attention_mask, slots)
         else:
             row_ids = torch.cat([rows, rows + len(self.rows)]) if guided else rows
             hidden = _cached_hidden_states(model, cache, plan, tokens, attention_mask, rows, row_ids)
@@ -393,9 +395,10 @@ class _Denoiser:
             plan.num_steps = plan.schedule.shape[1]
 
     def _block_tokens(self, plan: BlockPlan) -> torch.LongTensor:
-        index = (plan.start[:, None] + torch.arange(self.block_length, device=self.x.device)).clamp(
-            max=self.x.shape[1] - 1
-        )
+        """The block's columns: as wide as the block really is (a last block may be shorter than `block_length`), so
+        that a streamer receives exactly the output's new tokens."""
+        width = max(int((plan.end - plan.start).max()), 0)
+        index = (plan.start[:, None] + torch.arange(width, device=self.x.device)).clamp(max=self.x.shape[1] - 1)
         return self.x.gather(1, index)
 
 

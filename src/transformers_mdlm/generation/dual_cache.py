@@ -98,6 +98,13 @@ class DualCache:
 #: back under them; calls without a cache meanwhile run the original implementation's function.
 _SWITCHED: dict[int, tuple[int, str]] = {}
 _SWITCH_LOCK = threading.Lock()
+#: A forward pass reads the implementation twice (to build its masks, then in every attention layer), so a switch must
+#: not happen inside one: exact decoding's passes are counted per model (`_FORWARDS`), a switch waits for them to end,
+#: and new passes wait while a switch is pending (`_PENDING`), so that a busy model cannot starve it.
+_CONDITION = threading.Condition(_SWITCH_LOCK)
+_FORWARDS: dict[int, int] = {}
+_PENDING: dict[int, int] = {}
+_HELD = threading.local()  # per thread: the models whose implementation this thread holds (nested passes skip waits)
 
 
 def dual_cache_attention(
@@ -159,28 +166,88 @@ def check_dual_cache_support(model: Any) -> None:
 
 
 @contextmanager
+def attention_implementation_held(model: Any) -> Iterator[None]:
+    """Keep `model`'s attention implementation fixed during one forward pass (of exact decoding).
+
+    A dual-cache call on another thread switches the implementation of the whole model; a pass that built its masks
+    for one implementation and then ran the other's attention would compute wrong states silently. The switch waits
+    for the passes inside this context to end. Free for models that cannot use the dual cache (never switched).
+    """
+    if not getattr(model, "supports_dual_cache", False):
+        yield
+        return
+    key = id(model.config)
+    held = getattr(_HELD, "keys", None)
+    if held is None:
+        held = _HELD.keys = {}
+    nested = held.get(key, 0) > 0  # waiting for a pending switch here would deadlock: the switch waits for us
+    with _CONDITION:
+        if not nested:
+            _CONDITION.wait_for(lambda: not _PENDING.get(key))
+        _FORWARDS[key] = _FORWARDS.get(key, 0) + 1
+    held[key] = held.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        held[key] -= 1
+        with _CONDITION:
+            _FORWARDS[key] -= 1
+            if not _FORWARDS[key]:
+                del _FORWARDS[key]
+            _CONDITION.notify_all()
+
+
+def _wait_for_forwards(key: int) -> None:
+    """With `_CONDITION` held: wait until no forward pass holds the model's implementation (new ones wait meanwhile)."""
+    _PENDING[key] = _PENDING.get(key, 0) + 1
+    try:
+        _CONDITION.wait_for(lambda: not _FORWARDS.get(key))
+    finally:
+        _PENDING[key] -= 1
+        if not _PENDING[key]:
+            del _PENDING[key]
+        _CONDITION.notify_all()
+
+
+@contextmanager
 def dual_cache_attention_enabled(model: Any) -> Iterator[None]:
     """Switch `model` to the `"mdlm_dual_cache"` attention while decoding, restoring it after the last such call.
 
     Thread-safe: concurrent calls on one model count their uses under a lock, and the first to start switches while
-    the last to finish restores, so no call sees the implementation change under it.
+    the last to finish restores, so no call sees the implementation change under it; a switch waits for the forward
+    passes of exact decoding in flight on other threads (see [`attention_implementation_held`]).
     """
     check_dual_cache_support(model)
     key = id(model.config)
-    with _SWITCH_LOCK:
+    with _CONDITION:
         count, original = _SWITCHED.get(key, (0, model.config._attn_implementation))
         if count == 0 and original != ATTENTION_IMPLEMENTATION:
-            model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
+            _wait_for_forwards(key)
+            # Read again: another call may have switched the model while this one waited.
+            count, original = _SWITCHED.get(key, (0, model.config._attn_implementation))
+            if count == 0 and original != ATTENTION_IMPLEMENTATION:
+                model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
         _SWITCHED[key] = (count + 1, original)
     try:
         yield
     finally:
-        with _SWITCH_LOCK:
-            count, original = _SWITCHED.pop(key)
+        with _CONDITION:
+            count, original = _SWITCHED[key]
+            if count == 1 and original != ATTENTION_IMPLEMENTATION:
+                _wait_for_forwards(key)
+                count, original = _SWITCHED[key]  # another call may have started meanwhile
             if count > 1:
                 _SWITCHED[key] = (count - 1, original)
-            elif original != ATTENTION_IMPLEMENTATION:
-                model.set_attn_implementation(original)
+            else:
+                del _SWITCHED[key]
+                if original != ATTENTION_IMPLEMENTATION:
+                    model.set_attn_implementation(original)
 
 
-__all__ = ["DualCache", "check_dual_cache_support", "dual_cache_attention", "dual_cache_attention_enabled"]
+__all__ = [
+    "DualCache",
+    "attention_implementation_held",
+    "check_dual_cache_support",
+    "dual_cache_attention",
+    "dual_cache_attention_enabled",
+]

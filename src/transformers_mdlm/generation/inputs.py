@@ -108,14 +108,41 @@ def check_callback_inputs(callback: Any, tensor_inputs: Any) -> tuple[str, ...]:
     return tuple(tensor_inputs)
 
 
+def check_generator(generator: Any) -> None:
+    """A `torch.Generator` or `None`: anything else would be ignored by greedy decoding or fail deep inside torch."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}; for a seed, pass "
+            "`generator=torch.Generator(device=model.device).manual_seed(seed)`."
+        )
+
+
+def check_streamer(streamer: Any) -> None:
+    """`None` or an object with callable `put` and `end` (transformers' `BaseStreamer` interface)."""
+    if streamer is None:
+        return
+    missing = [name for name in ("put", "end") if not callable(getattr(streamer, name, None))]
+    if missing:
+        raise TypeError(
+            f"`streamer` must be None or a streamer with `put` and `end` methods (transformers' BaseStreamer), got "
+            f"{type(streamer).__name__}, which lacks {', '.join(f'`{name}`' for name in missing)}."
+        )
+
+
 def check_prompt(
     input_ids: torch.LongTensor | None,
     attention_mask: torch.Tensor | None,
     *,
     device: torch.device,
     vocab_size: int | None,
+    pad_token_id: int | None = None,
+    eos_token_id: int | None = None,
 ) -> tuple[torch.LongTensor, torch.LongTensor]:
-    """`input_ids` as a `(batch, length)` LongTensor on `device` and a 0/1 `attention_mask` of the same shape."""
+    """`input_ids` as a `(batch, length)` LongTensor on `device` and a 0/1 `attention_mask` of the same shape.
+
+    Without an `attention_mask`, it is inferred as transformers' `generate` does: `input_ids != pad_token_id` when the
+    pad id occurs in the inputs and differs from the EOS id, else all ones.
+    """
     if input_ids is None:
         input_ids = torch.zeros(1, 0, dtype=torch.long, device=device)
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
@@ -129,7 +156,10 @@ def check_prompt(
         raise ValueError(f"`input_ids` must have shape (batch_size >= 1, length), got {tuple(input_ids.shape)}.")
     input_ids = input_ids.to(device=device, dtype=torch.long)
     if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
+        # transformers' `_prepare_attention_mask_for_generation`: padded batches passed without their mask would
+        # otherwise decode the pads as prompt tokens. With pad == EOS a pad may be a real EOS, so nothing is inferred.
+        infer = pad_token_id is not None and pad_token_id != eos_token_id and bool((input_ids == pad_token_id).any())
+        attention_mask = (input_ids != pad_token_id).long() if infer else torch.ones_like(input_ids)
     else:
         if not isinstance(attention_mask, torch.Tensor):
             raise TypeError(f"`attention_mask` must be a tensor, got {type(attention_mask).__name__}.")
@@ -174,8 +204,10 @@ def resolve_max_new_tokens(config: MaskedDiffusionGenerationConfig, prompt_width
 
 __all__ = [
     "check_callback_inputs",
+    "check_generator",
     "check_length",
     "check_prompt",
+    "check_streamer",
     "prepare_generation_config",
     "resolve_max_new_tokens",
     "resolve_scheduler",

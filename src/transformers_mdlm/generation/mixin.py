@@ -20,8 +20,10 @@ from .denoising import StepCallback, StepHooks, denoise
 from .dual_cache import DualCache, dual_cache_attention_enabled
 from .inputs import (
     check_callback_inputs,
+    check_generator,
     check_length,
     check_prompt,
+    check_streamer,
     prepare_generation_config,
     resolve_max_new_tokens,
     resolve_scheduler,
@@ -29,7 +31,7 @@ from .inputs import (
 )
 from .outputs import MaskedDiffusionGenerationOutput
 from .scheduling import MaskedDiffusionScheduler
-from .stopping import StopStringMatcher, pad_after_eos
+from .stopping import StopStringMatcher, output_padding_id, pad_after_eos
 
 logger = logging.get_logger(__name__)
 
@@ -121,6 +123,8 @@ class MaskedDiffusionGenerationMixin:
 
         ```
         """
+        check_generator(generator)
+        check_streamer(streamer)
         config = self._prepare_generation_config(
             generation_config, tokenizer, with_scheduler_settings(scheduler, kwargs)
         )
@@ -132,7 +136,7 @@ class MaskedDiffusionGenerationMixin:
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, streamer)
         stop_strings = StopStringMatcher(tokenizer, config.stop_strings) if config.stop_strings else None
-        input_ids, attention_mask = self._check_prompt(input_ids, attention_mask)
+        input_ids, attention_mask = self._check_prompt(input_ids, attention_mask, config)
         input_ids, attention_mask = _repeat_rows(input_ids, attention_mask, config.num_return_sequences)
         max_new_tokens = resolve_max_new_tokens(config, input_ids.shape[1])
         longest = int(attention_mask.sum(dim=1).max()) + max_new_tokens
@@ -211,12 +215,13 @@ class MaskedDiffusionGenerationMixin:
         for name in ("stop_on_eos", "stop_strings"):
             if kwargs.get(name):
                 logger.warning("`infill` fills every mask: `%s` does not apply and is ignored.", name)
+        check_generator(generator)
         config = self._prepare_generation_config(
             generation_config, tokenizer, with_scheduler_settings(scheduler, kwargs)
         )
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, None)
-        input_ids, attention_mask = self._check_prompt(input_ids, attention_mask)
+        input_ids, attention_mask = self._check_prompt(input_ids, attention_mask, config)
         if not bool(((input_ids == config.mask_token_id) & attention_mask.bool()).any()):
             raise ValueError(
                 f"Nothing to fill: `input_ids` holds no mask token (id {config.mask_token_id}). Insert the tokenizer's "
@@ -246,10 +251,18 @@ class MaskedDiffusionGenerationMixin:
         )
 
     def _check_prompt(
-        self, input_ids: torch.LongTensor | None, attention_mask: torch.Tensor | None
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        config: MaskedDiffusionGenerationConfig,
     ) -> tuple[torch.LongTensor, torch.LongTensor]:
         return check_prompt(
-            input_ids, attention_mask, device=self.device, vocab_size=getattr(self.config, "vocab_size", None)
+            input_ids,
+            attention_mask,
+            device=self.device,
+            vocab_size=getattr(self.config, "vocab_size", None),
+            pad_token_id=config.pad_token_id,
+            eos_token_id=config.eos_token_id,
         )
 
     @staticmethod
@@ -309,8 +322,9 @@ class MaskedDiffusionGenerationMixin:
             )
         sequences = canvas.to_output(result.tokens)
         if canvas.new_tokens:  # finished rows are padded after their EOS, as transformers does
+            # With the generation config's pad id (the call's wins, as in transformers), not the model's layout id.
             sequences = pad_after_eos(
-                sequences, canvas.input_ids.shape[1], config.eos_token_id, self.padding_id(config)
+                sequences, canvas.input_ids.shape[1], config.eos_token_id, output_padding_id(config)
             )
         if not config.return_dict_in_generate:
             return sequences

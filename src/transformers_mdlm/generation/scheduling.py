@@ -12,7 +12,12 @@ from diffusers.utils import BaseOutput
 
 from ..validation import check_bool, check_choice, check_int, check_number
 from .canvas import pack_to_front
-from .configuration import ALPHA_SCHEDULES, REMASKING_STRATEGIES, MaskedDiffusionGenerationConfig
+from .configuration import (
+    ALPHA_SCHEDULES,
+    REMASKING_STRATEGIES,
+    MaskedDiffusionGenerationConfig,
+    check_threshold_remasking,
+)
 from .logits import confidence_scores, filter_logits, propose_tokens
 
 
@@ -131,6 +136,7 @@ class MaskedDiffusionScheduler(SchedulerMixin, ConfigMixin):
             "confidence_threshold", confidence_threshold, "a number in (0, 1] or None", lambda v: 0 < v <= 1,
             optional=True,
         )  # fmt: skip
+        check_threshold_remasking(remasking, confidence_threshold)
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
 

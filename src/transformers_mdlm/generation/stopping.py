@@ -42,6 +42,15 @@ class StopStringMatcher:
         return high - 1
 
 
+def output_padding_id(config: Any) -> int:
+    """The id that pads finished rows in the output: the generation config's `pad_token_id` (the call's, else the one
+    filled from the tokenizer or model), else its EOS id, as transformers' `generate` does; 0 when it has neither."""
+    for candidate in (config.pad_token_id, config.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
 def pad_after_eos(
     sequences: torch.LongTensor, start: int, eos_token_id: int | None, pad_token_id: int
 ) -> torch.LongTensor:
@@ -56,4 +65,4 @@ def pad_after_eos(
     return padded
 
 
-__all__ = ["StopStringMatcher", "pad_after_eos"]
+__all__ = ["StopStringMatcher", "output_padding_id", "pad_after_eos"]
