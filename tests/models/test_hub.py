@@ -146,3 +146,8 @@ def test_the_trainers_card_names_its_base_its_dataset_tags_and_its_repository(tm
     trainer.hub_model_id = "tester/out"  # what `push_to_hub` sets before it writes the card
     trainer.create_model_card()
     assert 'model="tester/out"' in (tmp_path / "out" / "README.md").read_text()
+    # A `base_model` given to the card wins over the Hub id the model was loaded from; two different bases are refused.
+    trainer.create_model_card(base_model="org/real-base")
+    assert "base_model: org/real-base" in (tmp_path / "out" / "README.md").read_text().split("---")[1]
+    with pytest.raises(ValueError, match="name the same card field"):
+        trainer.create_model_card(finetuned_from="org/a", base_model="org/b")

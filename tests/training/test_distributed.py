@@ -63,3 +63,29 @@ def test_mdlm_train_under_torchrun_needs_no_distributed_flags(tmp_path):
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["summary"]["batch size"] == 4  # 2 rows on each of 2 processes
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_distributed_eval_loss_counts_each_row_once(tmp_path):
+    # accelerate repeats rows so that every process gets a last batch of the same size; summing each process's
+    # totals counted those rows twice (eval_loss 3.83 against 4.17 for one process on 5 rows).
+    eval_script = SCRIPT.with_name("distributed_eval.py")
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+               str(eval_script), str(two)]  # fmt: skip
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    from distributed_eval import main as evaluate  # one process, here, with the script's single thread
+
+    threads = torch.get_num_threads()
+    try:
+        evaluate(str(one))
+    finally:
+        torch.set_num_threads(threads)
+    alone = json.loads((one / "eval_rank0.json").read_text())["losses"]
+    for rank in (0, 1):
+        report = json.loads((two / f"eval_rank{rank}.json").read_text())
+        assert report["world_size"] == 2
+        assert report["losses"] == pytest.approx(alone, rel=1e-5)  # each process reports the whole set's loss

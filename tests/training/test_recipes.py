@@ -42,6 +42,28 @@ def test_pretraining_with_lora_merges_and_writes_a_card(base, tmp_path):
     assert "| r | 4 |" in card and "masked diffusion (MDLM)" in card
 
 
+def test_push_to_hub_pushes_the_final_model(base, tmp_path, monkeypatch):
+    # `--push_to_hub` used to save the final model without pushing it (the Trainer pushes checkpoints only).
+    from mock_hub import mock_hub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_not_real")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(f"w{(i + j) % 80}" for j in range(12)) for i in range(40)))
+    out = tmp_path / "pushed"
+    with mock_hub() as hub:
+        code = main(["train", "pretrain", "--model", str(base), "--train_file", str(corpus), "--block_size", "16",
+                     "--lora", "--lora_r", "4", "--lora_alpha", "8", "--output_dir", str(out), "--push_to_hub",
+                     "--hub_model_id", "tester/tiny-recipe", *COMMON])  # fmt: skip
+    assert code == 0
+    files = hub.files("tester/tiny-recipe")
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "training_summary.json"} <= set(files)
+    assert "adapter_model.safetensors" not in files  # the merged model, as saved in `output_dir`
+    assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert "| r | 4 |" in card and "| optimizer steps | 4 |" in card
+
+
 def test_progressive_instruction_tuning_filters_tasks(base, tmp_path):
     rows = [{"instruction": f"w{i}", "input": "", "output": f"w{i + 1} w{i + 2}", "task": "a" if i % 2 else "b"}
             for i in range(40)]  # fmt: skip

@@ -420,3 +420,93 @@ def test_instruction_rows_of_an_iterable_dataset_train_with_the_sft_collator(tmp
     assert isinstance(trainer.data_collator, DataCollatorForMaskedDiffusionSFT)
     batch = trainer.data_collator([dict(rows[0])])
     assert batch["num_maskable"].tolist() == [len(rows[0]["input_ids"]) - rows[0]["prompt_length"]]
+
+
+# --------------------------------------------------------------------------- what evaluation takes and its noise
+
+
+def test_metric_arguments_are_refused_rather_than_ignored(tmp_path):
+    # Evaluation computes the diffusion loss only (no predictions), and `compute_loss` is the MDLM objective: these
+    # used to be accepted and never called.
+    build = dict(model=small_model(), args=args(tmp_path), train_dataset=counting_dataset(rows=8),
+                 processing_class=make_tiny_tokenizer())  # fmt: skip
+    for name in ("compute_metrics", "preprocess_logits_for_metrics", "compute_loss_func"):
+        with pytest.raises(ValueError, match=f"does not take `{name}`: its evaluation reports the masked diffusion"):
+            MaskedDiffusionTrainer(**build, **{name: lambda *values, **options: None})
+    trainer = MaskedDiffusionTrainer(**build, eval_dataset=counting_dataset(rows=4))
+    trainer.compute_metrics = lambda prediction: {"accuracy": 1.0}  # set after the trainer was built
+    with pytest.raises(ValueError, match="does not take `compute_metrics`"):
+        trainer.evaluate()
+
+
+def test_an_evaluation_set_given_at_call_time_is_prepared_as_the_constructors(tmp_path):
+    # A set passed to `evaluate` got no `sample_id` (its noise then followed the batching and the call count) and
+    # skipped the row-length check.
+    rows = Dataset.from_dict({"input_ids": [[20 + i % 40 for i in range(n)] for n in (2, 3, 30, 40, 4, 50)]})
+    model, tokenizer = small_model(), make_tiny_tokenizer()
+    built = MaskedDiffusionTrainer(model=model, args=args(tmp_path / "a", per_device_eval_batch_size=6),
+                                   eval_dataset=rows, processing_class=tokenizer)  # fmt: skip
+    later = MaskedDiffusionTrainer(model=model, args=args(tmp_path / "b", per_device_eval_batch_size=4),
+                                   train_dataset=counting_dataset(rows=8), processing_class=tokenizer)  # fmt: skip
+    expected = built.evaluate()["eval_loss"]
+    assert later.evaluate(eval_dataset=rows)["eval_loss"] == pytest.approx(expected, rel=1e-6)
+    assert later.evaluate(eval_dataset={"held": rows})["eval_held_loss"] == pytest.approx(expected, rel=1e-6)
+    assert later.predict(rows).metrics["test_loss"] == pytest.approx(expected, rel=1e-6)
+    long = Dataset.from_dict({"input_ids": [[20, 21], [20] * 140]})  # the small model has 128 positions
+    with pytest.raises(ValueError, match=r"`eval_dataset` has rows of up to 140 tokens, more than the model's 128"):
+        later.evaluate(eval_dataset=long)
+    with pytest.raises(ValueError, match=r"`test_dataset` has rows of up to 140 tokens"):
+        later.predict(long)
+    with pytest.raises(ValueError, match="`eval_dataset` is empty"):
+        later.evaluate(eval_dataset=long.select([]))
+
+
+def test_evaluation_noise_does_not_follow_the_training_epoch(tmp_path):
+    # Evaluation's noise was keyed by the training epoch: the same model scored differently at each epoch.
+    trainer = MaskedDiffusionTrainer(
+        model=small_model(), train_dataset=counting_dataset(rows=16), eval_dataset=counting_dataset(rows=16, seed=1),
+        processing_class=make_tiny_tokenizer(), args=args(tmp_path, per_device_train_batch_size=8),
+    )  # fmt: skip
+    first = trainer.evaluate()["eval_loss"]
+    trainer.data_collator.epoch = 3
+    assert trainer.evaluate()["eval_loss"] == first
+    assert trainer.data_collator.epoch == 3  # the training noise keys are left as they were
+
+    def train(**evaluation):
+        run = MaskedDiffusionTrainer(
+            model=small_model(), train_dataset=counting_dataset(rows=16), processing_class=make_tiny_tokenizer(),
+            eval_dataset=counting_dataset(rows=8, seed=1),
+            args=args(tmp_path / str(len(evaluation)), num_train_epochs=2, learning_rate=3e-3, **evaluation),
+        )  # fmt: skip
+        return run.train().training_loss
+
+    assert train(eval_strategy="steps", eval_steps=1) == train()  # evaluating mid-epoch leaves training as it was
+
+
+@pytest.mark.parametrize("form", ["torch", "numpy"])
+def test_collators_take_the_integer_scalars_of_a_formatted_dataset(tmp_path, form):
+    # `Dataset.with_format("torch"/"numpy")` gives 0-d tensors (numpy integers) for `sample_id` and `prompt_length`,
+    # which were refused although `input_ids` of the same dataset were taken.
+    import numpy as np
+
+    tokenizer = make_tiny_tokenizer()
+    rows = format_instruction_dataset(
+        Dataset.from_dict({"instruction": ["w1 w2", "w3"], "output": ["w4 w5", "w6"]}), tokenizer
+    )
+    collator = DataCollatorForMaskedDiffusionSFT(tokenizer=tokenizer)
+    formatted = rows.with_format(form)
+    expected, batch = collator([rows[0], rows[1]]), collator([formatted[0], formatted[1]])
+    assert expected.keys() == batch.keys() and all(torch.equal(expected[key], batch[key]) for key in expected)
+    plain = DataCollatorForMaskedDiffusion(tokenizer=tokenizer)
+    row = {"input_ids": [20, 21, 22]}
+    for bad in (torch.tensor(True), np.bool_(True), torch.tensor(1.0), np.float64(1.0), torch.tensor(-1),
+                np.int64(-1), torch.tensor([1]), np.array([1])):  # fmt: skip
+        with pytest.raises(ValueError, match="`sample_id` must be an integer >= 0"):
+            plain([{**row, "sample_id": bad}])
+    for bad in (torch.tensor(True), torch.tensor(1.5), np.float32(1.0), np.array([1])):
+        with pytest.raises(ValueError, match="`prompt_length` must be an integer"):
+            collator([{**row, "prompt_length": bad}])
+    trainer = MaskedDiffusionTrainer(model=small_model(), args=args(tmp_path, max_steps=1),
+                                     train_dataset=counting_dataset(rows=8).with_format(form),
+                                     processing_class=tokenizer)  # fmt: skip
+    assert trainer.train().global_step == 1

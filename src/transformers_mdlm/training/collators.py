@@ -166,10 +166,10 @@ class DataCollatorForMaskedDiffusion:
 
     def _noise_seed(self, feature: dict[str, Any], index: int) -> int:
         if "sample_id" in feature:
-            sample_id = feature["sample_id"]
-            if isinstance(sample_id, bool) or not isinstance(sample_id, int) or sample_id < 0:
+            sample_id = _integer(feature["sample_id"])
+            if sample_id is None or sample_id < 0:
                 raise ValueError(
-                    f"Row {index}: `sample_id` must be an integer >= 0 (it keys the noise), got {sample_id!r}."
+                    f"Row {index}: `sample_id` must be an integer >= 0 (it keys the noise), got {feature['sample_id']!r}."
                 )
             key = [self.seed, sample_id, self.epoch]
         else:
@@ -197,9 +197,9 @@ class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
         for index, feature in enumerate(features):
             if "prompt_length" not in feature:
                 raise ValueError(f"Row {index} has no `prompt_length`; prepare it with `format_instruction_dataset`.")
-            prompt_length = feature["prompt_length"]
-            if isinstance(prompt_length, bool) or not isinstance(prompt_length, int):
-                raise ValueError(f"Row {index}: `prompt_length` must be an integer, got {prompt_length!r}.")
+            prompt_length = _integer(feature["prompt_length"])
+            if prompt_length is None:
+                raise ValueError(f"Row {index}: `prompt_length` must be an integer, got {feature['prompt_length']!r}.")
             if not 0 <= prompt_length < lengths[index]:
                 raise ValueError(
                     f"Row {index}: `prompt_length` is {prompt_length} for a row of {lengths[index]} tokens; it must be "
@@ -208,6 +208,23 @@ class DataCollatorForMaskedDiffusionSFT(DataCollatorForMaskedDiffusion):
             prompt_lengths.append(prompt_length)
         columns = torch.arange(input_ids.shape[1])[None, :]
         return real & (columns >= torch.tensor(prompt_lengths)[:, None])
+
+
+def _integer(value: Any) -> int | None:
+    """`value` as a Python int when it is one integer: an int, a numpy integer, or a 0-d integer tensor or array (what
+    `Dataset.with_format("torch")` or `"numpy"` gives for a scalar column); `None` for anything else, booleans and
+    floats included (`int()` would cut `5.9` to `5`)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if value.ndim != 0:
+            return None
+        if isinstance(value, torch.Tensor):
+            integer = not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+        else:
+            integer = np.issubdtype(value.dtype, np.integer)  # numpy's booleans are not integers
+        return int(value.item()) if integer else None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
 
 
 def _token_ids(ids: Any, index: int) -> list[int]:

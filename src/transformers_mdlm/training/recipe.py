@@ -200,18 +200,23 @@ def _train_and_save(
     metrics = dict(result.metrics)
     if trainer_kwargs.get("eval_dataset") is not None:
         metrics.update(trainer.evaluate())
+    lora = lora_settings(trainer.model)
+    card = {"model_name": os.path.basename(os.path.normpath(args.output_dir)), "lora": lora}
     if trainer.is_world_process_zero():
         final = trainer.model
-        lora = lora_settings(final)
         if recipe.lora and recipe.merge_lora:
             final = merge_lora(trainer.model)
         final.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
         trainer.model = final
-        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(args.output_dir)), lora=lora)
+        trainer.create_model_card(**card)
         summary = {"wall_seconds": round(seconds, 1), "metrics": metrics, "summary": trainer.training_summary()}
         with open(os.path.join(args.output_dir, "training_summary.json"), "w") as handle:
             json.dump(summary, handle, indent=2, default=str)
+    if args.push_to_hub:
+        # As transformers' example scripts: the final model (merged, with its card) goes to `hub_model_id` once
+        # saved; `Trainer` itself pushes only checkpoints during training. Every process calls it (it saves first).
+        trainer.push_to_hub(**card)
     return metrics
 
 

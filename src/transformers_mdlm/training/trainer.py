@@ -19,6 +19,7 @@ from ..generation.scheduling import MaskedDiffusionScheduler
 from .arguments import MaskedDiffusionTrainingArguments, diffusion_setting
 from .checkpoints import (
     STAGING_DIR,
+    TRAINER_STATE,
     clear_staging,
     is_complete_checkpoint,
     last_complete_checkpoint,
@@ -35,6 +36,11 @@ DIFFUSION_SETTINGS = ("noise_schedule", "loss_weighting", "loss_normalization", 
 #: Dataset columns the collators read (kept although the model's `forward` does not take them).
 COLLATOR_COLUMNS = ("input_ids", "sample_id", "prompt_length")
 
+#: `Trainer` arguments this trainer would ignore: evaluation computes the diffusion loss only (no predictions to score:
+#: the logits exist at the masked positions alone, and differ with every noise draw), and `compute_loss` is the MDLM
+#: objective itself.
+PREDICTION_ARGUMENTS = ("compute_metrics", "preprocess_logits_for_metrics", "compute_loss_func")
+
 
 class _NoiseEpochCallback(TrainerCallback):
     """Keeps the collator's noise keyed on the current epoch (so that a resumed run sees the same noise)."""
@@ -44,6 +50,25 @@ class _NoiseEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.collator.epoch = int(state.epoch or 0)
+
+
+def _prepare_split(model: Any, dataset: Any, split: str, collator: Any) -> Any:
+    """A dataset as the trainer uses it, whether given to the constructor or to `evaluate`/`predict`: refused when
+    empty, with its `sample_id` column (each row's noise key) and its rows' lengths checked."""
+    if dataset is not None and hasattr(dataset, "__len__") and not isinstance(dataset, dict) and not len(dataset):
+        raise ValueError(f"`{split}` is empty.")
+    dataset = with_sample_ids(dataset)
+    _check_row_lengths(model, dataset, split, collator)
+    return dataset
+
+
+def _ignored_arguments_message(names: list[str]) -> str:
+    return (
+        f"MaskedDiffusionTrainer does not take {', '.join(f'`{name}`' for name in names)}: its evaluation reports the "
+        "masked diffusion loss only (`eval_loss`, the objective over the whole set), with no predictions to pass to "
+        "metrics, and its `compute_loss` is the MDLM objective. Generate with the model (e.g. the `masked-diffusion` "
+        "pipeline) to score its outputs."
+    )
 
 
 def _check_row_lengths(model: Any, dataset: Any, split: str, collator: Any) -> None:
@@ -146,17 +171,11 @@ class MaskedDiffusionTrainer(Trainer):
                     f"({collator.time_epsilon}, {collator.noise_schedule!r}) differ from the training arguments' "
                     f"({time_epsilon}, {noise_schedule!r})."
                 )
+        ignored = [name for name in PREDICTION_ARGUMENTS if kwargs.get(name) is not None]
+        if ignored:
+            raise ValueError(_ignored_arguments_message(ignored))
         for split in ("train_dataset", "eval_dataset"):
-            dataset = kwargs.get(split)
-            if (
-                dataset is not None
-                and hasattr(dataset, "__len__")
-                and not isinstance(dataset, dict)
-                and not len(dataset)
-            ):
-                raise ValueError(f"`{split}` is empty.")
-            kwargs[split] = with_sample_ids(dataset)
-            _check_row_lengths(model, kwargs[split], split, collator)
+            kwargs[split] = _prepare_split(model, kwargs.get(split), split, collator)
         super().__init__(model=model, args=args, **kwargs)
         if self.args.bf16 and self.args.device.type == "cpu" and not cpu_has_native_bfloat16():
             logger.warning(
@@ -165,6 +184,7 @@ class MaskedDiffusionTrainer(Trainer):
                 "CPU, see docs/performance.md). Leave bf16 off to train in float32."
             )
         self._staging_checkpoint = False
+        self._deferred_push = False
         if isinstance(collator, DataCollatorForMaskedDiffusion):
             self.add_callback(_NoiseEpochCallback(collator))
         self.scheduler_for_noise = MaskedDiffusionScheduler(schedule=noise_schedule)
@@ -214,9 +234,7 @@ class MaskedDiffusionTrainer(Trainer):
             denominator = num_items_in_batch if num_items_in_batch is not None else num_maskable.sum().clamp_min(1)
         loss = numerator / denominator
         if self._eval_totals is not None and not model.training:  # evaluation: the whole set's ratio, see below
-            by_rows = diffusion_setting(self.args, "loss_normalization") == "sequence"
-            count = num_maskable.new_tensor(labels.shape[0]) if by_rows else num_maskable.sum()
-            self._eval_totals += torch.stack([numerator.detach().double(), count.double().to(numerator.device)])
+            self._add_to_eval_totals(per_row.detach(), num_maskable)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # the gradients are averaged across processes
         if model.training and diffusion_setting(self.args, "stop_on_nonfinite") and not bool(torch.isfinite(loss)):
@@ -248,20 +266,37 @@ class MaskedDiffusionTrainer(Trainer):
         return os.path.join(run_dir, STAGING_DIR) if getattr(self, "_staging_checkpoint", False) else run_dir
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """transformers' checkpoint, written in a staging folder and renamed to `checkpoint-N` once complete."""
+        """transformers' checkpoint, written in a staging folder and renamed to `checkpoint-N` once complete.
+
+        transformers records the best checkpoint's path, and starts the Hub push of the checkpoint, while the folder is
+        still staged: the path is rewritten to the published one (in memory on every process, and in the staged
+        `trainer_state.json` before the rename, so that a resumed run finds its best checkpoint), and the push is
+        deferred until the folder is published (an upload of the staging folder would fail once it is renamed)."""
         run_dir = super()._get_output_dir(trial)
+        staging = os.path.join(run_dir, STAGING_DIR)
         name = f"checkpoint-{self.state.global_step}"
         self._staging_checkpoint = True
+        self._deferred_push = False
         try:
             super()._save_checkpoint(model, trial)
+            push = self._deferred_push
         finally:
             self._staging_checkpoint = False
+            self._deferred_push = False
+        best = self.state.best_model_checkpoint
+        best_was_staged = bool(best) and os.path.dirname(best) == staging
+        if best_was_staged:
+            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
         self.accelerator.wait_for_everyone()
+        final = os.path.join(run_dir, name)
         if self.args.should_save:
-            publish_checkpoint(os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name))
-            best = self.state.best_model_checkpoint
-            if best and STAGING_DIR in best:
-                self.state.best_model_checkpoint = best.replace(os.path.join(run_dir, STAGING_DIR), run_dir)
+            state_file = os.path.join(staging, name, TRAINER_STATE)
+            if best_was_staged and os.path.isfile(state_file):
+                self.state.save_to_json(state_file)  # still staged: the published checkpoint holds the right path
+            publish_checkpoint(os.path.join(staging, name), final)
+        if push:
+            super()._push_from_checkpoint(final)
+        if self.args.should_save:
             rotate_checkpoints(
                 output_dir=run_dir,
                 save_total_limit=self.args.save_total_limit,
@@ -269,6 +304,14 @@ class MaskedDiffusionTrainer(Trainer):
                 use_mtime=False,
             )
         self.accelerator.wait_for_everyone()
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """transformers' push of a checkpoint; one called on the staged folder (from `_save_checkpoint`) waits until
+        the folder is published under its final name."""
+        if getattr(self, "_staging_checkpoint", False):
+            self._deferred_push = True
+            return
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """transformers' `train`; `resume_from_checkpoint=True` resumes from the last *complete* checkpoint (an
@@ -331,6 +374,13 @@ class MaskedDiffusionTrainer(Trainer):
             if entry["name"] not in named:
                 datasets.append(entry)
                 named.add(entry["name"])
+        base_model = card_kwargs.pop("base_model", None)
+        if finetuned_from is not None and base_model is not None and finetuned_from != base_model:
+            raise ValueError(
+                f"`finetuned_from` ({finetuned_from!r}) and `base_model` ({base_model!r}) name the same card field; "
+                "pass one of them."
+            )
+        finetuned_from = finetuned_from or base_model
         if finetuned_from is None:  # as transformers: the model's own Hub id, unless it was loaded from a folder
             inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             source = getattr(inner.config, "_name_or_path", None)
@@ -344,7 +394,7 @@ class MaskedDiffusionTrainer(Trainer):
             model_name=model_name,
             language=language,
             license=license,
-            base_model=finetuned_from or card_kwargs.pop("base_model", None),
+            base_model=finetuned_from,
             datasets=datasets or None,
             tags=[*_as_list(tags), *_as_list(tasks)],
             **card_kwargs,
@@ -383,20 +433,59 @@ class MaskedDiffusionTrainer(Trainer):
         `"sequence"`). transformers averages the batches' losses by rows instead, which makes a token-normalised loss
         depend on the evaluation batch size, and with `logging_nan_inf_filter` drops batches whose loss is not finite;
         here a NaN or inf anywhere makes the loss NaN or inf."""
+        ignored = [name for name in PREDICTION_ARGUMENTS if getattr(self, name, None) is not None]
+        if ignored:  # set on the trainer after it was built
+            raise ValueError(_ignored_arguments_message(ignored))
+        collator = self.data_collator
+        noise_keys = (
+            (collator.epoch, collator._calls) if isinstance(collator, DataCollatorForMaskedDiffusion) else None
+        )
         self._eval_totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
         try:
+            if noise_keys is not None:
+                # The same model scores the same at every epoch and call: evaluation's noise is keyed as at epoch 0
+                # (and rows without `sample_id` by their batch count from 0); the training noise keys come back
+                # after. Dataloader workers start in the loop below, so they copy these keys.
+                collator.epoch, collator._calls = 0, 0
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
             totals = self._eval_totals
         finally:
             self._eval_totals = None
-        if self.args.world_size > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
+            if noise_keys is not None:
+                collator.epoch, collator._calls = noise_keys
         key = f"{metric_key_prefix}_loss"
         if key in output.metrics and float(totals[1]) > 0:
             output.metrics[key] = float(totals[0] / totals[1])
         return output
+
+    def _add_to_eval_totals(self, per_row: torch.Tensor, num_maskable: torch.Tensor) -> None:
+        """Add a batch's rows to the evaluation's (numerator, denominator) sums. With several processes the rows are
+        gathered with `gather_for_metrics`, as transformers gathers the losses: it drops the rows that accelerate
+        repeats to give every process a last batch of the same size, which a sum of each process's totals would
+        count twice. Every process gets the whole set's sums."""
+        num_maskable = num_maskable.to(per_row.device).double()
+        if diffusion_setting(self.args, "loss_normalization") == "sequence":
+            rows = torch.stack([per_row.double() / num_maskable.clamp_min(1), torch.ones_like(num_maskable)], dim=1)
+        else:
+            rows = torch.stack([per_row.double(), num_maskable], dim=1)
+        if self.args.world_size > 1:
+            rows = self.accelerator.gather_for_metrics(rows)
+        self._eval_totals += rows.sum(dim=0).to(self._eval_totals.device)
+
+    def get_eval_dataloader(self, eval_dataset: str | Any | None = None) -> Any:
+        """transformers' dataloader; a set given to `evaluate` gets the constructor's treatment (its `sample_id`
+        column, so that its noise does not depend on the batching nor on the call, and the row-length check)."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = _prepare_split(self.model, eval_dataset, "eval_dataset", self.data_collator)
+        return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """transformers' dataloader, for a set prepared as the constructor's (see `get_eval_dataloader`)."""
+        return super().get_test_dataloader(
+            _prepare_split(self.model, test_dataset, "test_dataset", self.data_collator)
+        )
 
     def prediction_step(
         self,
