@@ -241,6 +241,8 @@ def test_min_new_tokens_without_an_eos_id_fails_before_any_forward_pass(counted_
     counted_model.config.eos_token_id = counted_model.generation_config.eos_token_id = None
     with pytest.raises(ValueError, match=r"`min_new_tokens=3`.*no `eos_token_id`"):
         counted_model.generate(torch.tensor([[10, 11]]), min_new_tokens=3)
+    with pytest.raises(ValueError, match=r"`stop_on_eos=True`.*no `eos_token_id`"):  # it would never stop
+        counted_model.generate(torch.tensor([[10, 11]]), stop_on_eos=True)
     assert counted_model.forward_calls == []
 
 

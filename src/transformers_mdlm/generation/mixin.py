@@ -133,6 +133,11 @@ class MaskedDiffusionGenerationMixin:
                 f"`min_new_tokens={config.min_new_tokens}` bans EOS early, but there is no `eos_token_id`: pass "
                 "`eos_token_id=` (or `tokenizer=` with an EOS token), or leave `min_new_tokens` unset."
             )
+        if config.stop_on_eos and config.eos_token_id is None:  # it would never stop: a setting silently ignored
+            raise ValueError(
+                "`stop_on_eos=True` stops a row at its first new EOS, but there is no `eos_token_id`: pass "
+                "`eos_token_id=` (or `tokenizer=` with an EOS token), or `stop_on_eos=False`."
+            )
         scheduler = resolve_scheduler(scheduler, config)
         hooks = self._step_hooks(config, callback_on_step_end, callback_on_step_end_tensor_inputs, streamer)
         stop_strings = StopStringMatcher(tokenizer, config.stop_strings) if config.stop_strings else None
