@@ -337,7 +337,13 @@ class MaskedDiffusionPipeline(Pipeline):
         text = pieces[0]
         for position, after in zip(positions, pieces[1:], strict=True):
             before = tokenizer.decode(filled[:position], **decode_kwargs)
-            piece = tokenizer.decode(filled[: position + 1], **decode_kwargs)[len(before) :]
+            through = tokenizer.decode(filled[: position + 1], **decode_kwargs)
+            # A decoder that rewrites earlier text when a token is added (clean-up of spaces) has no clean suffix.
+            piece = (
+                through[len(before) :]
+                if through.startswith(before)
+                else tokenizer.decode(filled[position : position + 1], **decode_kwargs)
+            )
             text += (piece.lstrip() if not text or text[-1].isspace() else piece) + after
         return text
 
