@@ -53,10 +53,12 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any], *, optional: boo
         raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")
 
 
-def check_bool(name: str, value: Any) -> None:
-    """`True` or `False` (not `0`/`1`, not a string)."""
+def check_bool(name: str, value: Any, optional: bool = False) -> None:
+    """`True` or `False` (not `0`/`1`, not a string); `None` too when `optional`."""
+    if optional and value is None:
+        return
     if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+        raise TypeError(f"`{name}` must be True{', False or None' if optional else ' or False'}, got {value!r}.")
 
 
 def check_token_ids(name: str, ids: Iterable[int], vocab_size: int | None) -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from transformers import pipeline
+from transformers.pipelines.text_generation import ReturnType
 
 import transformers_mdlm
 from conftest import EOS, MASK, build_model, make_tiny_tokenizer, modernbert_config
@@ -120,7 +121,7 @@ def test_answers_are_cut_at_eos_and_end_of_answer(pipe):
         end_marker=None,
         sequences=[([20, 21], [*tok("w4 w5", add_special_tokens=False).input_ids, EOS, 30])],
     )
-    assert pipe.postprocess({"meta": meta}, return_type="new_text")[0]["generated_text"] == " w4 w5"
+    assert pipe.postprocess({"meta": meta}, return_type=ReturnType.NEW_TEXT)[0]["generated_text"] == " w4 w5"
 
 
 def test_history_and_its_pictures(pipe, tmp_path):

@@ -284,8 +284,7 @@ class MaskedDiffusionGenerationConfig(GenerationConfig):
         check_number("cfg_scale", self.cfg_scale, "a finite number >= 0", lambda v: v >= 0)
         check_choice("kv_cache", self.kv_cache, KV_CACHES, optional=True)
         # Strictly a bool: `0 == False`, but `sampling_temperature` tests `is False`, so `0` would sample.
-        if self.do_sample is not None and not isinstance(self.do_sample, bool):
-            raise TypeError(f"`do_sample` must be True, False or None, got {self.do_sample!r}.")
+        check_bool("do_sample", self.do_sample, optional=True)
         check_int("num_return_sequences", self.num_return_sequences, minimum=1)
         if (
             self.num_return_sequences > 1

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 from transformers import Pipeline
+from transformers.pipelines.text_generation import ReturnType
 
 from ..chat_templates import DIFFUTRON_CHAT_TEMPLATE, DIFFUTRON_END_OF_ANSWER
 from ..generation.configuration import MaskedDiffusionGenerationConfig
-from ..generation.inputs import check_length
+from ..generation.inputs import check_callback_inputs, check_generator, check_length
 from ..tokenizer_utils import decode_frame
 from ..validation import check_bool
 from .inputs import Conversation, ProgressBar, chain_callbacks, prepare_inputs
@@ -116,24 +117,20 @@ class MaskedDiffusionPipeline(Pipeline):
         if return_full_text is not None and return_tensors is not None:
             # transformers' text-generation refuses the pair: token ids always hold the prompt and the answer.
             raise ValueError("`return_full_text` is mutually exclusive with `return_tensors`")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"`generator` must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got "
-                f"{type(generator).__name__}."
-            )
-        if callback_on_step_end is not None and not callable(callback_on_step_end):
-            raise TypeError(
-                f"`callback_on_step_end` must be callable or None, got {type(callback_on_step_end).__name__}."
-            )
+        check_generator(generator)  # `generate`'s own checks, before any input is processed
+        check_callback_inputs(callback_on_step_end, None)
         # As transformers' text-generation: the two flags become one `return_type`, so that a call's choice replaces
         # the one made when the pipeline was built (two flags would both survive the merge of the two).
         return_type = None
         if return_full_text is not None:
-            return_type = "full_text" if return_full_text else "new_text"
+            return_type = ReturnType.FULL_TEXT if return_full_text else ReturnType.NEW_TEXT
         elif return_tensors:
-            return_type = "tensors"
-        elif return_tensors is False and getattr(self, "_postprocess_params", {}).get("return_type") == "tensors":
-            return_type = "full_text"  # text again, after `return_tensors=True` at construction
+            return_type = ReturnType.TENSORS
+        elif (
+            return_tensors is False
+            and getattr(self, "_postprocess_params", {}).get("return_type") == ReturnType.TENSORS
+        ):
+            return_type = ReturnType.FULL_TEXT  # text again, after `return_tensors=True` at construction
         defaults = getattr(self, "_default_generate_kwargs", {})
         if generate_kwargs.get("generation_config") is not None:
             # transformers: a call's `generation_config` replaces the settings given when the pipeline was built.
@@ -273,7 +270,7 @@ class MaskedDiffusionPipeline(Pipeline):
     def postprocess(
         self,
         model_outputs: dict[str, Any],
-        return_type: str = "full_text",
+        return_type: ReturnType = ReturnType.FULL_TEXT,
         return_history: bool = False,
         clean_up_tokenization_spaces: bool | None = None,
     ) -> list[dict[str, Any]]:
@@ -282,10 +279,10 @@ class MaskedDiffusionPipeline(Pipeline):
         decode_kwargs: dict[str, Any] = {"skip_special_tokens": True}
         if clean_up_tokenization_spaces is not None:
             decode_kwargs["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
-        full = return_type != "new_text"
+        full = return_type != ReturnType.NEW_TEXT
         records = []
         for index, (prompt_tokens, new_tokens) in enumerate(meta["sequences"]):
-            if return_type == "tensors":
+            if return_type == ReturnType.TENSORS:
                 record: dict[str, Any] = {"generated_token_ids": prompt_tokens + new_tokens if full else new_tokens}
             else:
                 record = {"generated_text": self._text(meta, prompt_tokens, new_tokens, full, decode_kwargs)}
