@@ -5,7 +5,9 @@
 Importing this module (which needs the optional `lm-eval` extra) registers the class. Log-likelihoods are minus the
 evidence bound (a lower bound; see `transformers_mdlm.evaluation.likelihood`), so `loglikelihood` answers what
 lm-eval's multiple-choice and perplexity tasks need; `is_greedy` is whether the continuation equals the greedy
-infilling of its masked tokens. `generate_until` runs `model.generate` and cuts at the stop strings.
+infilling of its masked tokens. Requests are tokenized by lm-eval's `TemplateLM` (the context's trailing whitespace
+moves to the continuation, the joined text is tokenized whole; an empty context becomes the BOS token, else EOS, as
+lm-eval's Hugging Face model does). `generate_until` runs `model.generate` and cuts at the stop strings.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lm_eval.api.model import LM
+from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from transformers.utils import logging
 
@@ -24,7 +26,7 @@ logger = logging.get_logger(__name__)
 
 
 @register_model("mdlm", "masked-diffusion")
-class MaskedDiffusionLM(LM):
+class MaskedDiffusionLM(TemplateLM):
     """lm-eval adapter over any model that `AutoModelForMaskedDiffusion` loads.
 
     Args:
@@ -79,24 +81,25 @@ class MaskedDiffusionLM(LM):
         self.max_length = int(max_length) if max_length else (self.model.max_sequence_length() or 512)
         self.generation_kwargs = {key: _parse(value) for key, value in generation_kwargs.items()}
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """As lm-eval's `_encode_pair`: the context's trailing whitespace moves to the continuation, and the joined
-        text is tokenized whole, so that the scored tokens are those of the text itself (and of `mdlm eval`)."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self._encode(context + continuation)
-        context_ids = self._encode(context)
-        return context_ids, whole[len(context_ids) :]
+    @property
+    def prefix_token_id(self) -> int:
+        """The context of a request whose context is empty: BOS, else EOS (lm-eval's Hugging Face model's choice)."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.eot_token_id
 
-    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        """Token ids without special tokens unless asked: masked diffusion prompts carry none."""
+        return self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"]
+
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
         results = []
-        for request in requests:
-            context, continuation = request.args
-            context_ids, continuation_ids = self._encode_pair(context, continuation)
+        for _, context_ids, continuation_ids in requests:
             ids = (context_ids + continuation_ids)[-self.max_length :]
             context_length = max(len(ids) - len(continuation_ids), 0)
             (bound,) = evidence_bound(
@@ -121,7 +124,7 @@ class MaskedDiffusionLM(LM):
         results = []
         for request in requests:
             (text,) = request.args
-            ids = self._encode(text)
+            ids = self.tok_encode(text)
             windows = [ids[i : i + self.max_length] for i in range(0, len(ids), self.max_length)] or [[]]
             bounds = evidence_bound(
                 self.model, windows, mask_token_id=self.tokenizer.mask_token_id, num_samples=self.num_samples,
@@ -147,7 +150,7 @@ class MaskedDiffusionLM(LM):
                     f"`max_gen_toks` is {max_new}: it must be at least 1 and leave room for the context in "
                     f"`max_length` ({self.max_length} tokens)."
                 )
-            ids = torch.tensor([self._encode(context)[-(self.max_length - max_new) :]], dtype=torch.long)
+            ids = torch.tensor([self.tok_encode(context)[-(self.max_length - max_new) :]], dtype=torch.long)
             out = self.model.generate(ids, tokenizer=self.tokenizer, **settings)
             text = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
             for stop in until:
