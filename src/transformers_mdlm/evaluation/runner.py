@@ -60,17 +60,15 @@ def evaluate_model(
         model = default_model_path()
         if model is None:
             raise ValueError("No model given and no embedded default model installed: pass `model`.")
-    for task in tasks:
-        if task not in TASKS and not (Path(data_dir) / f"{task}_{split}.jsonl").is_file():
+    for task in tasks:  # every task's file, the built-in ones' too, before the model loads (a Hub model takes minutes)
+        path = Path(data_dir) / f"{task}_{split}.jsonl"
+        if task == "perplexity" or path.is_file():
+            continue
+        if task not in TASKS:
             raise ValueError(
                 f"Unknown task {task!r}: known tasks are {', '.join(TASKS)}, or a {task}_{split}.jsonl file in {data_dir}."
             )
-        # The built-in tasks' files too, before the model loads (a Hub model can take minutes).
-        if task != "perplexity" and not (Path(data_dir) / f"{task}_{split}.jsonl").is_file():
-            raise FileNotFoundError(
-                f"Task {task!r} reads {Path(data_dir) / f'{task}_{split}.jsonl'}, which does not exist: check "
-                "`data_dir` and `split`."
-            )
+        raise FileNotFoundError(f"Task {task!r} reads {path}, which does not exist: check `data_dir` and `split`.")
     if "perplexity" in tasks and (text_file is None or not Path(text_file).is_file()):
         raise ValueError("The perplexity task reads `text_file` (one text per line); pass an existing file.")
     pipe = transformers.pipeline("masked-diffusion", model=model, dtype=torch.float32)
