@@ -215,26 +215,23 @@ def _integer(value: Any) -> int | None:
     `Dataset.with_format("torch")` or `"numpy"` gives for a scalar column); `None` for anything else, booleans and
     floats included (`int()` would cut `5.9` to `5`)."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        if value.ndim != 0:
-            return None
-        if isinstance(value, torch.Tensor):
-            integer = not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
-        else:
-            integer = np.issubdtype(value.dtype, np.integer)  # numpy's booleans are not integers
-        return int(value.item()) if integer else None
+        return int(value.item()) if value.ndim == 0 and _holds_integers(value) else None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         return None
     return int(value)
 
 
+def _holds_integers(array: torch.Tensor | np.ndarray) -> bool:
+    """Whether a tensor or array has an integer dtype (booleans are not integers)."""
+    if isinstance(array, torch.Tensor):
+        return not (array.is_floating_point() or array.is_complex() or array.dtype == torch.bool)
+    return bool(np.issubdtype(array.dtype, np.integer))  # numpy's booleans are not integers
+
+
 def _token_ids(ids: Any, index: int) -> list[int]:
     """A row's `input_ids` as a list of ints; floats and booleans are refused (`int()` would truncate them silently)."""
     if isinstance(ids, (torch.Tensor, np.ndarray)):
-        if isinstance(ids, torch.Tensor):
-            integer = not (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool)
-        else:
-            integer = np.issubdtype(ids.dtype, np.integer)  # numpy's booleans are not integers
-        if not integer:
+        if not _holds_integers(ids):
             raise ValueError(f"Row {index}: `input_ids` must hold integer token ids, got a {ids.dtype} array.")
         return ids.reshape(-1).tolist()  # Python ints
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
